@@ -1,0 +1,131 @@
+//! A SigV4-signing client for the License Manager JSON API, used by the CLI,
+//! the benchmark and the integration tests.
+
+use serde_json::Value;
+use tessera_sigv4::{sha256_hex, sign, RequestParts};
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an AWS error (`__type` + `Message`).
+    #[error("{kind} (HTTP {status}): {message}")]
+    Api {
+        kind: String,
+        message: String,
+        status: u16,
+    },
+    #[error("request failed: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("the server's answer is not JSON: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The AWS error name, such as `NoEntitlementsAllowedException`.
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            Self::Api { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    host: String,
+    creds: Credentials,
+    region: String,
+}
+
+impl Client {
+    pub fn new(endpoint: &str, creds: Credentials) -> Self {
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        let host = endpoint
+            .split("://")
+            .nth(1)
+            .unwrap_or(&endpoint)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Self {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .build()
+                .unwrap_or_default(),
+            endpoint,
+            host,
+            creds,
+            region: "us-east-1".into(),
+        }
+    }
+
+    /// Calls `AWSLicenseManager.<op>` with a JSON body.
+    pub async fn call(&self, op: &str, body: &Value) -> Result<Value, ClientError> {
+        let payload = body.to_string();
+        let target = format!("AWSLicenseManager.{op}");
+        let headers = vec![
+            (
+                "content-type".to_string(),
+                "application/x-amz-json-1.1".to_string(),
+            ),
+            ("host".to_string(), self.host.clone()),
+            ("x-amz-target".to_string(), target),
+        ];
+        let hash = sha256_hex(payload.as_bytes());
+        let req = RequestParts {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            payload_hash: &hash,
+        };
+        let auth = sign(
+            &req,
+            &self.creds.access_key_id,
+            &self.creds.secret_access_key,
+            &self.region,
+            OffsetDateTime::now_utc(),
+        );
+        let mut rb = self.http.post(format!("{}/", self.endpoint)).body(payload);
+        for (k, v) in headers.iter().chain(auth.iter()) {
+            if k != "host" {
+                rb = rb.header(k.as_str(), v.as_str());
+            }
+        }
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        let v: Value = if bytes.is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))?
+        };
+        if status >= 300 {
+            return Err(ClientError::Api {
+                kind: v["__type"]
+                    .as_str()
+                    .unwrap_or("Unknown")
+                    .rsplit('#')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
+                message: v["Message"]
+                    .as_str()
+                    .or(v["message"].as_str())
+                    .unwrap_or("")
+                    .to_owned(),
+                status,
+            });
+        }
+        Ok(v)
+    }
+}

@@ -1,0 +1,224 @@
+//! CheckoutLicense, CheckInLicense, ExtendLicenseConsumption and GetLicenseUsage.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tessera_core::consumption::{parse_requests, Consumption, EntitlementDataInput};
+use tessera_core::license::{limits, CheckoutType};
+use tessera_core::{validate, AccountId, Clock, LicenseArn};
+use tessera_store::CheckoutCommand;
+
+use super::{client_token, parse, readable_license, request_hash, required};
+use crate::error::{ApiError, ApiResult};
+use crate::SharedState;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CheckoutInput {
+    #[serde(rename = "ProductSKU")]
+    product_sku: Option<String>,
+    checkout_type: Option<String>,
+    key_fingerprint: Option<String>,
+    entitlements: Option<Vec<EntitlementDataInput>>,
+    client_token: Option<String>,
+    beneficiary: Option<String>,
+    node_id: Option<String>,
+}
+
+/// The claims of a checkout's SignedToken: the documented camelCase payload,
+/// plus the registered `iss`, `sub`, `iat` and `exp` so that any JWT library
+/// checks expiry.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckoutClaims<'a> {
+    entitlements_allowed: Vec<Value>,
+    expiration: String,
+    issued_at: String,
+    license_arn: &'a str,
+    license_consumption_token: &'a str,
+    node_id: Option<&'a str>,
+    key_fingerprint: &'a str,
+    #[serde(rename = "productSKU")]
+    product_sku: &'a str,
+    beneficiary: String,
+    checkout_type: &'a str,
+    iss: &'a str,
+    sub: &'a str,
+    iat: i64,
+    exp: i64,
+}
+
+async fn signed_token(state: &SharedState, c: &Consumption) -> ApiResult<String> {
+    let issuer = LicenseArn::parse("LicenseArn", &c.license_arn)?;
+    let key = state
+        .keys
+        .signing_key(issuer.account(), state.clock.now())
+        .await?;
+    let claims = CheckoutClaims {
+        entitlements_allowed: c
+            .allowed
+            .iter()
+            .map(|e| json!({"name": e.name, "unit": e.unit, "value": e.value}))
+            .collect(),
+        expiration: c.expiration_str(),
+        issued_at: c.issued_at_str(),
+        license_arn: &c.license_arn,
+        license_consumption_token: &c.token,
+        node_id: c.node_id.as_deref(),
+        key_fingerprint: &c.key_fingerprint,
+        product_sku: &c.product_sku,
+        beneficiary: c
+            .beneficiary
+            .clone()
+            .unwrap_or_else(|| c.consumer.to_string()),
+        checkout_type: c.checkout_type.as_str(),
+        iss: &c.key_fingerprint,
+        sub: c.consumer.as_str(),
+        iat: c.issued_at.unix_timestamp(),
+        exp: c.expires_at.unix_timestamp(),
+    };
+    key.sign(&claims).map_err(|e| {
+        tracing::error!(error = %e, "signing a checkout token failed");
+        ApiError::Internal("the checkout token could not be signed".into())
+    })
+}
+
+pub async fn checkout_license(
+    state: &SharedState,
+    caller: &AccountId,
+    v: Value,
+) -> ApiResult<Value> {
+    let hash = request_hash(&v);
+    let input: CheckoutInput = parse(v)?;
+    let product_sku = required("ProductSKU", input.product_sku)?;
+    validate::text("ProductSKU", &product_sku, limits::NAME)?;
+    let checkout_type = CheckoutType::parse(
+        "CheckoutType",
+        &required("CheckoutType", input.checkout_type)?,
+    )?;
+    let key_fingerprint = required("KeyFingerprint", input.key_fingerprint)?;
+    validate::text("KeyFingerprint", &key_fingerprint, limits::BENEFICIARY)?;
+    let entitlements = parse_requests(&required("Entitlements", input.entitlements)?)?;
+    let token = client_token(input.client_token)?;
+    validate::opt_text(
+        "Beneficiary",
+        input.beneficiary.as_deref(),
+        limits::BENEFICIARY,
+    )?;
+    validate::opt_text("NodeId", input.node_id.as_deref(), limits::BENEFICIARY)?;
+    let c = state
+        .store
+        .checkout(
+            CheckoutCommand {
+                caller: caller.clone(),
+                product_sku,
+                key_fingerprint,
+                checkout_type,
+                entitlements,
+                beneficiary: input.beneficiary,
+                node_id: input.node_id,
+                client_token: token,
+                request_hash: hash,
+                token: uuid::Uuid::new_v4().simple().to_string(),
+            },
+            state.clock.now(),
+        )
+        .await?;
+    let signed = signed_token(state, &c).await?;
+    Ok(json!({
+        "CheckoutType": c.checkout_type,
+        "LicenseConsumptionToken": c.token,
+        "EntitlementsAllowed": c.allowed,
+        "SignedToken": signed,
+        "NodeId": c.node_id,
+        "IssuedAt": c.issued_at_str(),
+        "Expiration": c.expiration_str(),
+        "LicenseArn": c.license_arn,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CheckInInput {
+    license_consumption_token: Option<String>,
+    beneficiary: Option<String>,
+}
+
+fn consumption_token(v: Option<String>) -> ApiResult<String> {
+    let t = required("LicenseConsumptionToken", v)?;
+    validate::text("LicenseConsumptionToken", &t, 2048)?;
+    Ok(t)
+}
+
+pub async fn check_in_license(
+    state: &SharedState,
+    caller: &AccountId,
+    v: Value,
+) -> ApiResult<Value> {
+    let input: CheckInInput = parse(v)?;
+    let token = consumption_token(input.license_consumption_token)?;
+    validate::opt_text(
+        "Beneficiary",
+        input.beneficiary.as_deref(),
+        limits::BENEFICIARY,
+    )?;
+    state
+        .store
+        .check_in(caller, &token, state.clock.now())
+        .await?;
+    Ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ExtendInput {
+    license_consumption_token: Option<String>,
+    dry_run: Option<bool>,
+}
+
+pub async fn extend_license_consumption(
+    state: &SharedState,
+    caller: &AccountId,
+    v: Value,
+) -> ApiResult<Value> {
+    let input: ExtendInput = parse(v)?;
+    let token = consumption_token(input.license_consumption_token)?;
+    let c = state
+        .store
+        .extend(
+            caller,
+            &token,
+            input.dry_run.unwrap_or(false),
+            state.clock.now(),
+        )
+        .await?;
+    Ok(json!({"LicenseConsumptionToken": c.token, "Expiration": c.expiration_str()}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UsageInput {
+    license_arn: Option<String>,
+}
+
+pub async fn get_license_usage(
+    state: &SharedState,
+    caller: &AccountId,
+    v: Value,
+) -> ApiResult<Value> {
+    let input: UsageInput = parse(v)?;
+    let arn = required("LicenseArn", input.license_arn)?;
+    readable_license(state, caller, "LicenseArn", &arn).await?;
+    let usage = state.store.license_usage(&arn, state.clock.now()).await?;
+    let usages: Vec<Value> = usage
+        .iter()
+        .map(|u| {
+            let mut e =
+                json!({"Name": u.name, "ConsumedValue": u.consumed.to_string(), "Unit": u.unit});
+            if let Some(m) = u.max_count {
+                e["MaxCount"] = json!(m.to_string());
+            }
+            e
+        })
+        .collect();
+    Ok(json!({"LicenseUsage": {"EntitlementUsages": usages}}))
+}

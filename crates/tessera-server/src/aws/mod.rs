@@ -1,0 +1,319 @@
+//! The AWS License Manager JSON protocol: authentication, routing by
+//! `X-Amz-Target`, and the shared request helpers of the operations.
+
+mod consumption;
+mod licenses;
+mod tags;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tessera_core::license::License;
+use tessera_core::{AccountId, LicenseArn};
+use tracing::Instrument;
+
+use crate::error::{ApiError, ApiResult};
+use crate::SharedState;
+use tessera_sigv4::{self as sigv4, AuthError, RequestParts};
+
+pub const TARGET_PREFIX: &str = "AWSLicenseManager.";
+
+/// Operations of the AWS API that this server does not offer (yet).
+const NOT_OFFERED: &[&str] = &[
+    "AcceptGrant",
+    "CheckoutBorrowLicense",
+    "CreateGrant",
+    "CreateGrantVersion",
+    "CreateToken",
+    "DeleteGrant",
+    "DeleteToken",
+    "GetAccessToken",
+    "GetGrant",
+    "ListDistributedGrants",
+    "ListReceivedGrants",
+    "ListReceivedGrantsForOrganization",
+    "ListReceivedLicensesForOrganization",
+    "ListTokens",
+    "RejectGrant",
+];
+
+/// The single entry point: `POST /`.
+pub async fn handle(
+    State(state): State<SharedState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let span = tracing::info_span!("request", id = %request_id, target = %target, account = tracing::field::Empty);
+    let result = async {
+        let body = body.map_err(|e| ApiError::Serialization(format!("the request body could not be read: {e}")))?;
+        let account = authenticate(&state, &method, &uri, &headers, &body).await?;
+        tracing::Span::current().record("account", account.as_str());
+        let op = target.strip_prefix(TARGET_PREFIX).ok_or_else(|| {
+            ApiError::UnknownOperation(format!(
+                "X-Amz-Target '{target}' does not name an operation; expected {TARGET_PREFIX}<Operation>"
+            ))
+        })?;
+        let input = parse_body(&body)?;
+        dispatch(&state, &account, op, input).await
+    }
+    .instrument(span.clone())
+    .await;
+    let mut response = match result {
+        Ok(v) => (
+            [("content-type", "application/x-amz-json-1.1")],
+            v.to_string(),
+        )
+            .into_response(),
+        Err(e) => {
+            span.in_scope(|| match &e {
+                ApiError::Internal(_) => {
+                    tracing::error!(error = %e, kind = e.name(), "request failed")
+                }
+                _ => tracing::debug!(kind = e.name(), "request refused"),
+            });
+            e.into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-requestid", v);
+    }
+    response
+}
+
+fn parse_body(body: &[u8]) -> ApiResult<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::Serialization(format!("the request body is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::Serialization(
+            "the request body must be a JSON object".into(),
+        ));
+    }
+    Ok(v)
+}
+
+async fn authenticate(
+    state: &SharedState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<AccountId> {
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let (auth, amz_date) = sigv4::check_request(&pairs, state.clock.wall()).map_err(auth_error)?;
+    if headers.contains_key("x-amz-security-token") {
+        return Err(ApiError::UnrecognizedClient(
+            "The security token included in the request is invalid: Tessera issues no temporary credentials".into(),
+        ));
+    }
+    let payload_hash = sigv4::sha256_hex(body);
+    if let Some(claimed) = headers
+        .get("x-amz-content-sha256")
+        .and_then(|v| v.to_str().ok())
+    {
+        if claimed != payload_hash && claimed != "UNSIGNED-PAYLOAD" {
+            return Err(ApiError::InvalidSignature(
+                "The provided x-amz-content-sha256 header does not match what was computed.".into(),
+            ));
+        }
+    }
+    let key = state
+        .store
+        .access_key(&auth.scope.access_key_id)
+        .await?
+        .filter(|k| k.active)
+        .ok_or_else(|| {
+            ApiError::UnrecognizedClient(format!(
+                "The security token included in the request is invalid: access key {} is unknown or revoked",
+                auth.scope.access_key_id
+            ))
+        })?;
+    let req = RequestParts {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers: &pairs,
+        payload_hash: &payload_hash,
+    };
+    sigv4::verify_signature(&auth, &amz_date, &req, &key.secret).map_err(auth_error)?;
+    Ok(key.account_id)
+}
+
+fn auth_error(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Missing(m) => ApiError::MissingAuthenticationToken(m),
+        AuthError::Incomplete(m) => ApiError::IncompleteSignature(m),
+        AuthError::Invalid(m) => ApiError::InvalidSignature(m),
+        AuthError::UnknownKey(m) => ApiError::UnrecognizedClient(m),
+    }
+}
+
+async fn dispatch(
+    state: &SharedState,
+    account: &AccountId,
+    op: &str,
+    input: Value,
+) -> ApiResult<Value> {
+    match op {
+        "CreateLicense" => licenses::create_license(state, account, input).await,
+        "CreateLicenseVersion" => licenses::create_license_version(state, account, input).await,
+        "GetLicense" => licenses::get_license(state, account, input).await,
+        "ListLicenses" => licenses::list_licenses(state, account, input).await,
+        "ListReceivedLicenses" => licenses::list_received_licenses(state, account, input).await,
+        "ListLicenseVersions" => licenses::list_license_versions(state, account, input).await,
+        "DeleteLicense" => licenses::delete_license(state, account, input).await,
+        "CheckoutLicense" => consumption::checkout_license(state, account, input).await,
+        "CheckInLicense" => consumption::check_in_license(state, account, input).await,
+        "ExtendLicenseConsumption" => {
+            consumption::extend_license_consumption(state, account, input).await
+        }
+        "GetLicenseUsage" => consumption::get_license_usage(state, account, input).await,
+        "TagResource" => tags::tag_resource(state, account, input).await,
+        "UntagResource" => tags::untag_resource(state, account, input).await,
+        "ListTagsForResource" => tags::list_tags_for_resource(state, account, input).await,
+        other if NOT_OFFERED.contains(&other) => Err(ApiError::UnknownOperation(format!(
+            "operation {other} is not offered by this Tessera server"
+        ))),
+        other => Err(ApiError::UnknownOperation(format!(
+            "operation {other} is not a License Manager operation offered by Tessera"
+        ))),
+    }
+}
+
+/// Deserializes an operation's input; type mismatches are SerializationException, as in AWS.
+fn parse<T: DeserializeOwned>(v: Value) -> ApiResult<T> {
+    serde_json::from_value(v).map_err(|e| {
+        ApiError::Serialization(format!(
+            "the request does not match the operation's shape: {e}"
+        ))
+    })
+}
+
+/// A digest of the request without its ClientToken, to recognise retries.
+fn request_hash(v: &Value) -> String {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("ClientToken");
+    }
+    // serde_json's map is ordered by key, so equal requests serialize equally.
+    hex::encode(Sha256::digest(v.to_string().as_bytes()))
+}
+
+fn required<T>(field: &str, v: Option<T>) -> ApiResult<T> {
+    v.ok_or_else(|| ApiError::Validation(format!("{field}: is required")))
+}
+
+fn client_token(v: Option<String>) -> ApiResult<String> {
+    let t = required("ClientToken", v)?;
+    tessera_core::validate::client_token("ClientToken", &t)?;
+    Ok(t)
+}
+
+/// NextToken is opaque to clients: a tagged position, base64url-encoded.
+fn encode_next(kind: &str, pos: Option<i64>) -> Option<String> {
+    pos.map(|p| URL_SAFE_NO_PAD.encode(format!("{kind}:{p}")))
+}
+
+fn decode_next(kind: &str, token: Option<&str>) -> ApiResult<Option<i64>> {
+    let Some(t) = token else { return Ok(None) };
+    let bad = || {
+        ApiError::Validation(format!(
+            "NextToken: '{t}' is not a token this operation returned"
+        ))
+    };
+    let raw = URL_SAFE_NO_PAD.decode(t).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let pos = raw
+        .strip_prefix(kind)
+        .and_then(|r| r.strip_prefix(':'))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(bad)?;
+    Ok(Some(pos))
+}
+
+/// A license the caller may read: its issuer or its beneficiary.
+async fn readable_license(
+    state: &SharedState,
+    caller: &AccountId,
+    field: &str,
+    arn: &str,
+) -> ApiResult<(LicenseArn, License)> {
+    let parsed = LicenseArn::parse(field, arn)?;
+    let license = state
+        .store
+        .get_license(arn, None)
+        .await?
+        .ok_or_else(|| ApiError::ResourceNotFound(format!("license {arn} does not exist")))?;
+    let issuer = parsed.account() == caller;
+    let beneficiary = license.beneficiary_account().as_ref() == Some(caller);
+    if !issuer && !beneficiary {
+        return Err(ApiError::AccessDenied(format!(
+            "account {caller} may not access license {arn}: it is neither its issuer nor its beneficiary"
+        )));
+    }
+    Ok((parsed, license))
+}
+
+/// A license the caller issued, and so may change.
+async fn owned_license(
+    state: &SharedState,
+    caller: &AccountId,
+    field: &str,
+    arn: &str,
+) -> ApiResult<(LicenseArn, License)> {
+    let (parsed, license) = readable_license(state, caller, field, arn).await?;
+    if parsed.account() != caller {
+        return Err(ApiError::AccessDenied(format!(
+            "account {caller} may not change license {arn}: only its issuer, account {}, may",
+            parsed.account()
+        )));
+    }
+    Ok((parsed, license))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_tokens_round_trip_and_reject_foreign_tokens() {
+        let t = encode_next("lic", Some(42)).unwrap();
+        assert_eq!(decode_next("lic", Some(&t)).unwrap(), Some(42));
+        assert!(decode_next("ver", Some(&t)).is_err());
+        assert!(decode_next("lic", Some("garbage!")).is_err());
+    }
+
+    #[test]
+    fn request_hash_ignores_the_client_token_and_key_order() {
+        let a: Value = serde_json::from_str(r#"{"A":1,"B":2,"ClientToken":"x"}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"B":2,"A":1,"ClientToken":"y"}"#).unwrap();
+        let c: Value = serde_json::from_str(r#"{"B":3,"A":1,"ClientToken":"x"}"#).unwrap();
+        assert_eq!(request_hash(&a), request_hash(&b));
+        assert_ne!(request_hash(&a), request_hash(&c));
+    }
+}

@@ -1,0 +1,63 @@
+//! TagResource, UntagResource and ListTagsForResource (on licenses).
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tessera_core::license::{limits, validate_tags, TagInput};
+use tessera_core::{validate, AccountId};
+
+use super::{owned_license, parse, required};
+use crate::error::{ApiError, ApiResult};
+use crate::SharedState;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TagInputs {
+    resource_arn: Option<String>,
+    tags: Option<Vec<TagInput>>,
+    tag_keys: Option<Vec<String>>,
+}
+
+pub async fn tag_resource(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
+    let input: TagInputs = parse(v)?;
+    let arn = required("ResourceArn", input.resource_arn)?;
+    let tags = validate_tags("Tags", &required("Tags", input.tags)?)?;
+    owned_license(state, caller, "ResourceArn", &arn).await?;
+    let existing = state.store.list_tags(&arn).await?;
+    let added = tags
+        .iter()
+        .filter(|t| !existing.iter().any(|e| e.key == t.key))
+        .count();
+    if existing.len() + added > limits::TAGS {
+        return Err(ApiError::Validation(format!(
+            "Tags: a resource may have at most {} tags; {arn} has {} and the request adds {added}",
+            limits::TAGS,
+            existing.len()
+        )));
+    }
+    state.store.tag_resource(&arn, &tags).await?;
+    Ok(json!({}))
+}
+
+pub async fn untag_resource(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
+    let input: TagInputs = parse(v)?;
+    let arn = required("ResourceArn", input.resource_arn)?;
+    let keys = required("TagKeys", input.tag_keys)?;
+    for (i, k) in keys.iter().enumerate() {
+        validate::text(&format!("TagKeys[{i}]"), k, limits::TAG_KEY)?;
+    }
+    owned_license(state, caller, "ResourceArn", &arn).await?;
+    state.store.untag_resource(&arn, &keys).await?;
+    Ok(json!({}))
+}
+
+pub async fn list_tags_for_resource(
+    state: &SharedState,
+    caller: &AccountId,
+    v: Value,
+) -> ApiResult<Value> {
+    let input: TagInputs = parse(v)?;
+    let arn = required("ResourceArn", input.resource_arn)?;
+    owned_license(state, caller, "ResourceArn", &arn).await?;
+    let tags = state.store.list_tags(&arn).await?;
+    Ok(json!({ "Tags": tags }))
+}

@@ -1,0 +1,131 @@
+//! The Tessera HTTP server.
+//!
+//! `POST /` speaks the AWS License Manager JSON protocol (awsJson1_1, routed by
+//! `X-Amz-Target`, SigV4-verified); `GET /.well-known/jwks.json` publishes the
+//! issuers' public keys. This is the only crate that knows HTTP.
+
+pub mod aws;
+pub mod clock;
+pub mod error;
+pub mod keys;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tessera_core::{timefmt, Clock};
+use tessera_store::Store;
+use tokio::net::TcpListener;
+
+pub use clock::ServerClock;
+pub use error::ApiError;
+
+/// Requests larger than this are refused before they are read.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<ServerClock>,
+    pub keys: keys::KeyRing,
+    /// Whether `POST /_tessera/test/clock` may shift the business clock.
+    pub test_clock: bool,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<ServerClock>, test_clock: bool) -> SharedState {
+        Arc::new(Self {
+            keys: keys::KeyRing::new(store.clone()),
+            store,
+            clock,
+            test_clock,
+        })
+    }
+}
+
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/", post(aws::handle))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(health))
+        .route("/_tessera/test/clock", post(test_clock))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then finishes in-flight requests.
+/// A background task returns expired PROVISIONAL consumptions to their pools.
+pub async fn serve(
+    listener: TcpListener,
+    state: SharedState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let reaper = tokio::spawn(reap(state.clone()));
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    reaper.abort();
+    result
+}
+
+async fn reap(state: SharedState) {
+    loop {
+        match state.store.expire_due(state.clock.now()).await {
+            // A full batch: there may be more due right now.
+            Ok(n) if n >= 1000 => continue,
+            Ok(n) => {
+                if n > 0 {
+                    tracing::info!(expired = n, "returned expired consumptions to their pools");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "expiring consumptions failed; will retry"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn jwks(State(state): State<SharedState>) -> Response {
+    match state.keys.jwks().await {
+        Ok(set) => Json(set).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn health() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ClockShift {
+    advance_seconds: i64,
+}
+
+async fn test_clock(State(state): State<SharedState>, body: Option<Json<ClockShift>>) -> Response {
+    if !state.test_clock {
+        return not_found().await;
+    }
+    let Some(Json(shift)) = body else {
+        return ApiError::Serialization("expected {\"AdvanceSeconds\": N}".into()).into_response();
+    };
+    let total = state.clock.advance(shift.advance_seconds);
+    Json(serde_json::json!({"Now": timefmt::format(state.clock.now()), "OffsetSeconds": total}))
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    let mut r = ApiError::UnknownOperation(
+        "no such resource: the License Manager API is POST / with an X-Amz-Target header".into(),
+    )
+    .into_response();
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r
+}

@@ -1,0 +1,219 @@
+//! Persistence: one `Store` trait with domain-level methods, and its backends.
+//!
+//! The server only ever talks to `dyn Store`. Every method that changes state
+//! runs as one transaction that is durable before it returns, so an
+//! acknowledged response survives a crash. Only this crate contains SQL.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use tessera_core::consumption::{Consumption, EntitlementData};
+use tessera_core::license::{CheckoutType, License, LicenseBody, LicenseStatus, Tag};
+use tessera_core::{AccountId, LicenseArn};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NoEntitlements(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub account_id: AccountId,
+    pub secret: String,
+    pub active: bool,
+    pub created_at: OffsetDateTime,
+}
+
+/// An issuer's signing key as stored: PKCS#8 DER plus its public JWK (JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub account_id: AccountId,
+    pub kid: String,
+    pub alg: String,
+    pub private_der: Vec<u8>,
+    pub public_jwk: String,
+}
+
+/// Filters for ListLicenses and ListReceivedLicenses, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct LicenseQuery {
+    pub issuer: Option<AccountId>,
+    pub beneficiary_account: Option<AccountId>,
+    pub arns: Vec<String>,
+    pub product_sku: Option<String>,
+    pub fingerprint: Option<String>,
+    pub status: Option<LicenseStatus>,
+    pub issuer_name: Option<String>,
+    pub beneficiary: Option<String>,
+    /// Resume after this position (from a NextToken).
+    pub after: Option<i64>,
+    pub limit: usize,
+}
+
+/// A page of results and the position to resume from, if there is more.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<i64>,
+}
+
+/// What CreateLicense or CreateLicenseVersion answered (replayed for a retried ClientToken).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionOutcome {
+    pub license_arn: String,
+    pub status: LicenseStatus,
+    pub version: String,
+}
+
+pub struct NewLicense {
+    pub arn: LicenseArn,
+    pub body: LicenseBody,
+    pub tags: Vec<Tag>,
+    pub client_token: String,
+    pub request_hash: String,
+}
+
+pub struct NewVersion {
+    pub arn: LicenseArn,
+    pub caller: AccountId,
+    pub body: LicenseBody,
+    pub status: LicenseStatus,
+    pub source_version: Option<String>,
+    pub reset_usage: bool,
+    pub client_token: String,
+    pub request_hash: String,
+}
+
+/// A validated CheckoutLicense request.
+pub struct CheckoutCommand {
+    pub caller: AccountId,
+    pub product_sku: String,
+    pub key_fingerprint: String,
+    pub checkout_type: CheckoutType,
+    pub entitlements: Vec<EntitlementData>,
+    pub beneficiary: Option<String>,
+    pub node_id: Option<String>,
+    pub client_token: String,
+    pub request_hash: String,
+    /// A fresh consumption token, used unless the ClientToken replays an earlier checkout.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntitlementUsage {
+    pub name: String,
+    pub unit: String,
+    pub consumed: i64,
+    pub max_count: Option<i64>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Accounts and access keys.
+    async fn create_account(&self, name: &str, now: OffsetDateTime)
+        -> Result<(Account, AccessKey)>;
+    async fn list_accounts(&self) -> Result<Vec<Account>>;
+    async fn create_access_key(
+        &self,
+        account: &AccountId,
+        now: OffsetDateTime,
+    ) -> Result<AccessKey>;
+    async fn revoke_access_key(&self, access_key_id: &str, now: OffsetDateTime) -> Result<()>;
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>>;
+
+    // Issuer signing keys.
+    async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>>;
+    /// Stores `key` unless the account already has one for its algorithm; returns the one kept.
+    async fn put_issuer_key(&self, key: StoredKey, now: OffsetDateTime) -> Result<StoredKey>;
+    async fn public_keys(&self) -> Result<Vec<StoredKey>>;
+
+    // Licenses.
+    async fn create_license(&self, new: NewLicense, now: OffsetDateTime) -> Result<VersionOutcome>;
+    async fn create_license_version(
+        &self,
+        new: NewVersion,
+        now: OffsetDateTime,
+    ) -> Result<VersionOutcome>;
+    async fn get_license(&self, arn: &str, version: Option<i64>) -> Result<Option<License>>;
+    async fn list_licenses(&self, query: &LicenseQuery) -> Result<Page<License>>;
+    async fn list_license_versions(
+        &self,
+        arn: &str,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Page<License>>;
+    async fn delete_license(
+        &self,
+        arn: &LicenseArn,
+        source_version: &str,
+        now: OffsetDateTime,
+    ) -> Result<License>;
+
+    // Consumption.
+    async fn checkout(&self, cmd: CheckoutCommand, now: OffsetDateTime) -> Result<Consumption>;
+    async fn check_in(&self, caller: &AccountId, token: &str, now: OffsetDateTime) -> Result<()>;
+    async fn extend(
+        &self,
+        caller: &AccountId,
+        token: &str,
+        dry_run: bool,
+        now: OffsetDateTime,
+    ) -> Result<Consumption>;
+    async fn license_usage(&self, arn: &str, now: OffsetDateTime) -> Result<Vec<EntitlementUsage>>;
+    /// Returns the units of every PROVISIONAL consumption due by `now`; the count expired.
+    async fn expire_due(&self, now: OffsetDateTime) -> Result<u64>;
+
+    // Tags.
+    async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<()>;
+    async fn untag_resource(&self, arn: &str, keys: &[String]) -> Result<()>;
+    async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>>;
+}
+
+/// Opens the store named by a database URL: `sqlite://PATH` (or a plain path).
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(std::sync::Arc::new(
+            SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    } else if url.contains("://") {
+        let scheme = url.split("://").next().unwrap_or_default();
+        Err(StoreError::Config(format!(
+            "unsupported database URL scheme '{scheme}'; use sqlite://PATH"
+        )))
+    } else {
+        Ok(std::sync::Arc::new(
+            SqliteStore::open(std::path::Path::new(url)).await?,
+        ))
+    }
+}

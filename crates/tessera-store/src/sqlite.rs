@@ -1,0 +1,1112 @@
+//! The embedded SQLite backend: WAL, synchronous=FULL, one writer connection.
+//!
+//! All writes go through a single connection with `BEGIN IMMEDIATE`, so a
+//! read-check-update inside one transaction cannot interleave with another
+//! writer in this process, and other processes (the CLI) wait on the lock.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use time::OffsetDateTime;
+
+use tessera_core::consumption::{
+    self, check_in_refusal, may_checkout, plan_checkout, unavailable_reason, CheckInRefusal,
+    Consumption, ConsumptionStatus, Draw,
+};
+use tessera_core::license::{CheckoutType, License, LicenseStatus, Tag};
+use tessera_core::timefmt::{from_millis, to_millis};
+use tessera_core::{AccountId, LicenseArn};
+
+use crate::{
+    AccessKey, Account, CheckoutCommand, EntitlementUsage, LicenseQuery, NewLicense, NewVersion,
+    Page, Result, Store, StoreError, StoredKey, VersionOutcome,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Config(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        restrict_permissions(path);
+        MIGRATOR.run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        Ok(Self { read, write })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // The file holds access-key secrets and issuer private keys.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) {}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn random_account_id() -> String {
+    let mut rng = rand::thread_rng();
+    let first = rng.gen_range(1..=9);
+    let rest: String = (0..11)
+        .map(|_| char::from(b'0' + rng.gen_range(0..10)))
+        .collect();
+    format!("{first}{rest}")
+}
+
+fn random_chars(alphabet: &[u8], n: usize) -> String {
+    let mut rng = rand::thread_rng();
+    (0..n)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+        .collect()
+}
+
+fn new_access_key(account: &AccountId, now: OffsetDateTime) -> AccessKey {
+    AccessKey {
+        access_key_id: format!(
+            "AKIA{}",
+            random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
+        ),
+        account_id: account.clone(),
+        secret: random_chars(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            40,
+        ),
+        active: true,
+        created_at: now,
+    }
+}
+
+async fn insert_access_key(tx: &mut Transaction<'_, Sqlite>, k: &AccessKey) -> Result<()> {
+    sqlx::query("INSERT INTO access_keys (access_key_id, account_id, secret, active, created_at) VALUES (?, ?, ?, 1, ?)")
+        .bind(&k.access_key_id)
+        .bind(k.account_id.as_str())
+        .bind(&k.secret)
+        .bind(to_millis(k.created_at))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn account_of(s: &str) -> Result<AccountId> {
+    AccountId::parse(s).map_err(corrupt)
+}
+
+fn license_of(doc: &str) -> Result<License> {
+    serde_json::from_str(doc).map_err(corrupt)
+}
+
+fn consumption_of(row: &SqliteRow) -> Result<Consumption> {
+    let checkout_type: String = row.try_get("checkout_type")?;
+    let status: String = row.try_get("status")?;
+    Ok(Consumption {
+        token: row.try_get("token")?,
+        license_arn: row.try_get("license_arn")?,
+        consumer: account_of(&row.try_get::<String, _>("consumer_account")?)?,
+        checkout_type: CheckoutType::parse("checkout_type", &checkout_type).map_err(corrupt)?,
+        allowed: serde_json::from_str(&row.try_get::<String, _>("allowed")?).map_err(corrupt)?,
+        draws: serde_json::from_str(&row.try_get::<String, _>("draws")?).map_err(corrupt)?,
+        node_id: row.try_get("node_id")?,
+        beneficiary: row.try_get("beneficiary")?,
+        issued_at: from_millis(row.try_get("issued_at")?),
+        expires_at: from_millis(row.try_get("expires_at")?),
+        status: ConsumptionStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("status {status}")))?,
+        product_sku: row.try_get("product_sku")?,
+        key_fingerprint: row.try_get("key_fingerprint")?,
+    })
+}
+
+const CONSUMPTION_COLUMNS: &str = "token, license_arn, consumer_account, checkout_type, allowed, draws, node_id, \
+     beneficiary, issued_at, expires_at, status, product_sku, key_fingerprint, request_hash, usage_epoch";
+
+/// Returns a consumption's units to the pool, unless ResetUsage has reset the
+/// counters since it was taken (its units are then no longer counted).
+async fn release(
+    tx: &mut Transaction<'_, Sqlite>,
+    license_arn: &str,
+    draws: &[Draw],
+    epoch: i64,
+) -> Result<()> {
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT usage_epoch FROM licenses WHERE license_arn = ?")
+            .bind(license_arn)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if current != Some(epoch) {
+        return Ok(());
+    }
+    for d in draws {
+        sqlx::query("UPDATE entitlement_usage SET consumed = MAX(consumed - ?, 0) WHERE license_arn = ? AND name = ?")
+            .bind(d.amount)
+            .bind(license_arn)
+            .bind(&d.name)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Expires due PROVISIONAL consumptions, of one license or of all, at most `limit`.
+async fn expire_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    license_arn: Option<&str>,
+    now_ms: i64,
+    limit: i64,
+) -> Result<u64> {
+    let rows = match license_arn {
+        Some(arn) => sqlx::query(
+            "SELECT token, license_arn, draws, usage_epoch FROM consumptions \
+             WHERE license_arn = ? AND status = 'ACTIVE' AND checkout_type = 'PROVISIONAL' AND expires_at <= ? LIMIT ?",
+        )
+        .bind(arn),
+        None => sqlx::query(
+            "SELECT token, license_arn, draws, usage_epoch FROM consumptions \
+             WHERE status = 'ACTIVE' AND checkout_type = 'PROVISIONAL' AND expires_at <= ? LIMIT ?",
+        ),
+    }
+    .bind(now_ms)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in &rows {
+        let token: String = row.try_get("token")?;
+        let arn: String = row.try_get("license_arn")?;
+        let draws: Vec<Draw> =
+            serde_json::from_str(&row.try_get::<String, _>("draws")?).map_err(corrupt)?;
+        release(tx, &arn, &draws, row.try_get("usage_epoch")?).await?;
+        sqlx::query(
+            "UPDATE consumptions SET status = 'EXPIRED', ended_at = expires_at WHERE token = ?",
+        )
+        .bind(&token)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(rows.len() as u64)
+}
+
+/// Brings `entitlement_usage` in line with a license version's counted entitlements.
+async fn sync_usage(
+    tx: &mut Transaction<'_, Sqlite>,
+    license: &License,
+    reset: bool,
+) -> Result<()> {
+    let arn = &license.license_arn;
+    let counted: Vec<_> = license
+        .entitlements
+        .iter()
+        .filter(|e| e.is_counted())
+        .collect();
+    let mut del = QueryBuilder::<Sqlite>::new("DELETE FROM entitlement_usage WHERE license_arn = ");
+    del.push_bind(arn);
+    if !counted.is_empty() {
+        del.push(" AND name NOT IN (");
+        let mut sep = del.separated(", ");
+        for e in &counted {
+            sep.push_bind(&e.name);
+        }
+        del.push(")");
+    }
+    del.build().execute(&mut **tx).await?;
+    for e in counted {
+        sqlx::query(
+            "INSERT INTO entitlement_usage (license_arn, name, unit, max_count, overage, consumed) VALUES (?, ?, ?, ?, ?, 0) \
+             ON CONFLICT (license_arn, name) DO UPDATE SET unit = excluded.unit, max_count = excluded.max_count, overage = excluded.overage",
+        )
+        .bind(arn)
+        .bind(&e.name)
+        .bind(e.unit.as_str())
+        .bind(e.max_count)
+        .bind(e.overage())
+        .execute(&mut **tx)
+        .await?;
+    }
+    if reset {
+        sqlx::query("UPDATE entitlement_usage SET consumed = 0 WHERE license_arn = ?")
+            .bind(arn)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE licenses SET usage_epoch = usage_epoch + 1 WHERE license_arn = ?")
+            .bind(arn)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn idempotent_replay(
+    tx: &mut Transaction<'_, Sqlite>,
+    account: &AccountId,
+    op: &str,
+    token: &str,
+    hash: &str,
+) -> Result<Option<VersionOutcome>> {
+    let row = sqlx::query("SELECT request_hash, result FROM idempotency WHERE account_id = ? AND operation = ? AND client_token = ?")
+        .bind(account.as_str())
+        .bind(op)
+        .bind(token)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let stored: String = row.try_get("request_hash")?;
+    if stored != hash {
+        return Err(StoreError::Conflict(format!(
+            "ClientToken '{token}' was already used with a different {op} request; use a new ClientToken for a new request"
+        )));
+    }
+    let result: String = row.try_get("result")?;
+    let v: serde_json::Value = serde_json::from_str(&result).map_err(corrupt)?;
+    Ok(Some(VersionOutcome {
+        license_arn: v["LicenseArn"].as_str().unwrap_or_default().to_owned(),
+        status: LicenseStatus::parse("Status", v["Status"].as_str().unwrap_or_default())
+            .map_err(corrupt)?,
+        version: v["Version"].as_str().unwrap_or_default().to_owned(),
+    }))
+}
+
+async fn remember(
+    tx: &mut Transaction<'_, Sqlite>,
+    account: &AccountId,
+    op: &str,
+    token: &str,
+    hash: &str,
+    out: &VersionOutcome,
+    now_ms: i64,
+) -> Result<()> {
+    let result = serde_json::json!({"LicenseArn": out.license_arn, "Status": out.status.as_str(), "Version": out.version});
+    sqlx::query("INSERT INTO idempotency (account_id, operation, client_token, request_hash, result, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(account.as_str())
+        .bind(op)
+        .bind(token)
+        .bind(hash)
+        .bind(result.to_string())
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn load_license(tx: &mut Transaction<'_, Sqlite>, arn: &str) -> Result<(License, i64)> {
+    let row = sqlx::query("SELECT document, usage_epoch FROM licenses WHERE license_arn = ?")
+        .bind(arn)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("license {arn} does not exist")))?;
+    Ok((
+        license_of(&row.try_get::<String, _>("document")?)?,
+        row.try_get("usage_epoch")?,
+    ))
+}
+
+/// Writes a new current version of a license.
+async fn write_version(
+    tx: &mut Transaction<'_, Sqlite>,
+    license: &License,
+    now_ms: i64,
+) -> Result<()> {
+    let doc = serde_json::to_string(license).map_err(corrupt)?;
+    let version = license.version_number();
+    sqlx::query("INSERT INTO license_versions (license_arn, version, document, created_at) VALUES (?, ?, ?, ?)")
+        .bind(&license.license_arn)
+        .bind(version)
+        .bind(&doc)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "UPDATE licenses SET issuer_name = ?, beneficiary = ?, beneficiary_account = ?, product_sku = ?, \
+         key_fingerprint = ?, status = ?, version = ?, document = ? WHERE license_arn = ?",
+    )
+    .bind(&license.issuer.name)
+    .bind(&license.beneficiary)
+    .bind(license.beneficiary_account().map(|a| a.to_string()))
+    .bind(&license.product_sku)
+    .bind(&license.issuer.key_fingerprint)
+    .bind(license.status.as_str())
+    .bind(version)
+    .bind(&doc)
+    .bind(&license.license_arn)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn load_consumption(
+    tx: &mut Transaction<'_, Sqlite>,
+    token: &str,
+) -> Result<(Consumption, i64)> {
+    let row = sqlx::query(&format!(
+        "SELECT {CONSUMPTION_COLUMNS} FROM consumptions WHERE token = ?"
+    ))
+    .bind(token)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| {
+        StoreError::NotFound(format!("no license consumption has the token '{token}'"))
+    })?;
+    Ok((consumption_of(&row)?, row.try_get("usage_epoch")?))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    #[tracing::instrument(skip(self))]
+    async fn create_account(
+        &self,
+        name: &str,
+        now: OffsetDateTime,
+    ) -> Result<(Account, AccessKey)> {
+        let mut tx = self.begin().await?;
+        let id = loop {
+            let id = random_account_id();
+            let taken: Option<String> =
+                sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = ?")
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if taken.is_none() {
+                break account_of(&id)?;
+            }
+        };
+        sqlx::query("INSERT INTO accounts (account_id, name, created_at) VALUES (?, ?, ?)")
+            .bind(id.as_str())
+            .bind(name)
+            .bind(to_millis(now))
+            .execute(&mut *tx)
+            .await?;
+        let key = new_access_key(&id, now);
+        insert_access_key(&mut tx, &key).await?;
+        tx.commit().await?;
+        Ok((
+            Account {
+                id,
+                name: name.to_owned(),
+                created_at: now,
+            },
+            key,
+        ))
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<Account>> {
+        let rows = sqlx::query(
+            "SELECT account_id, name, created_at FROM accounts ORDER BY created_at, account_id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Account {
+                    id: account_of(&r.try_get::<String, _>("account_id")?)?,
+                    name: r.try_get("name")?,
+                    created_at: from_millis(r.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn create_access_key(
+        &self,
+        account: &AccountId,
+        now: OffsetDateTime,
+    ) -> Result<AccessKey> {
+        let mut tx = self.begin().await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = ?")
+                .bind(account.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!(
+                "account {account} does not exist"
+            )));
+        }
+        let key = new_access_key(account, now);
+        insert_access_key(&mut tx, &key).await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn revoke_access_key(&self, access_key_id: &str, now: OffsetDateTime) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE access_keys SET active = 0, revoked_at = ? WHERE access_key_id = ?",
+        )
+        .bind(to_millis(now))
+        .bind(access_key_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!(
+                "access key {access_key_id} does not exist"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>> {
+        let row = sqlx::query("SELECT access_key_id, account_id, secret, active, created_at FROM access_keys WHERE access_key_id = ?")
+            .bind(access_key_id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| {
+            Ok(AccessKey {
+                access_key_id: r.try_get("access_key_id")?,
+                account_id: account_of(&r.try_get::<String, _>("account_id")?)?,
+                secret: r.try_get("secret")?,
+                active: r.try_get::<i64, _>("active")? == 1,
+                created_at: from_millis(r.try_get("created_at")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>> {
+        let row = sqlx::query("SELECT kid, account_id, alg, private_der, public_jwk FROM issuer_keys WHERE account_id = ? AND alg = ?")
+            .bind(account.as_str())
+            .bind(alg)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(stored_key).transpose()
+    }
+
+    async fn put_issuer_key(&self, key: StoredKey, now: OffsetDateTime) -> Result<StoredKey> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO issuer_keys (kid, account_id, alg, private_der, public_jwk, created_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (account_id, alg) DO NOTHING",
+        )
+        .bind(&key.kid)
+        .bind(key.account_id.as_str())
+        .bind(&key.alg)
+        .bind(&key.private_der)
+        .bind(&key.public_jwk)
+        .bind(to_millis(now))
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT kid, account_id, alg, private_der, public_jwk FROM issuer_keys WHERE account_id = ? AND alg = ?")
+            .bind(key.account_id.as_str())
+            .bind(&key.alg)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        stored_key(&row)
+    }
+
+    async fn public_keys(&self) -> Result<Vec<StoredKey>> {
+        let rows = sqlx::query("SELECT kid, account_id, alg, X'' AS private_der, public_jwk FROM issuer_keys ORDER BY created_at, kid")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(stored_key).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(license = %new.arn))]
+    async fn create_license(&self, new: NewLicense, now: OffsetDateTime) -> Result<VersionOutcome> {
+        let now_ms = to_millis(now);
+        let issuer = new.arn.account().clone();
+        let mut tx = self.begin().await?;
+        if let Some(out) = idempotent_replay(
+            &mut tx,
+            &issuer,
+            "CreateLicense",
+            &new.client_token,
+            &new.request_hash,
+        )
+        .await?
+        {
+            return Ok(out);
+        }
+        let license = new
+            .body
+            .into_license(&new.arn, LicenseStatus::Available, 1, now);
+        let doc = serde_json::to_string(&license).map_err(corrupt)?;
+        sqlx::query(
+            "INSERT INTO licenses (license_arn, issuer_account, issuer_name, beneficiary, beneficiary_account, product_sku, \
+             key_fingerprint, status, version, document, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+        )
+        .bind(&license.license_arn)
+        .bind(issuer.as_str())
+        .bind(&license.issuer.name)
+        .bind(&license.beneficiary)
+        .bind(license.beneficiary_account().map(|a| a.to_string()))
+        .bind(&license.product_sku)
+        .bind(&license.issuer.key_fingerprint)
+        .bind(license.status.as_str())
+        .bind(&doc)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO license_versions (license_arn, version, document, created_at) VALUES (?, 1, ?, ?)")
+            .bind(&license.license_arn)
+            .bind(&doc)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        sync_usage(&mut tx, &license, false).await?;
+        for t in &new.tags {
+            sqlx::query("INSERT INTO tags (resource_arn, key, value) VALUES (?, ?, ?) ON CONFLICT (resource_arn, key) DO UPDATE SET value = excluded.value")
+                .bind(&license.license_arn)
+                .bind(&t.key)
+                .bind(&t.value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let out = VersionOutcome {
+            license_arn: license.license_arn.clone(),
+            status: license.status,
+            version: license.version.clone(),
+        };
+        remember(
+            &mut tx,
+            &issuer,
+            "CreateLicense",
+            &new.client_token,
+            &new.request_hash,
+            &out,
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all, fields(license = %new.arn))]
+    async fn create_license_version(
+        &self,
+        new: NewVersion,
+        now: OffsetDateTime,
+    ) -> Result<VersionOutcome> {
+        let now_ms = to_millis(now);
+        let mut tx = self.begin().await?;
+        if let Some(out) = idempotent_replay(
+            &mut tx,
+            &new.caller,
+            "CreateLicenseVersion",
+            &new.client_token,
+            &new.request_hash,
+        )
+        .await?
+        {
+            return Ok(out);
+        }
+        let (current, _) = load_license(&mut tx, new.arn.as_str()).await?;
+        if current.status == LicenseStatus::Deleted {
+            return Err(StoreError::Conflict(format!(
+                "license {} is deleted; it can no longer change",
+                new.arn
+            )));
+        }
+        if let Some(src) = &new.source_version {
+            if *src != current.version {
+                return Err(StoreError::Conflict(format!(
+                    "SourceVersion {src} is not the current version of license {} (the current version is {}); read it again and retry",
+                    new.arn, current.version
+                )));
+            }
+        }
+        let license =
+            new.body
+                .into_license(&new.arn, new.status, current.version_number() + 1, now);
+        write_version(&mut tx, &license, now_ms).await?;
+        sync_usage(&mut tx, &license, new.reset_usage).await?;
+        let out = VersionOutcome {
+            license_arn: license.license_arn.clone(),
+            status: license.status,
+            version: license.version.clone(),
+        };
+        remember(
+            &mut tx,
+            &new.caller,
+            "CreateLicenseVersion",
+            &new.client_token,
+            &new.request_hash,
+            &out,
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn get_license(&self, arn: &str, version: Option<i64>) -> Result<Option<License>> {
+        let doc: Option<String> =
+            match version {
+                Some(v) => sqlx::query_scalar(
+                    "SELECT document FROM license_versions WHERE license_arn = ? AND version = ?",
+                )
+                .bind(arn)
+                .bind(v)
+                .fetch_optional(&self.read)
+                .await?,
+                None => {
+                    sqlx::query_scalar("SELECT document FROM licenses WHERE license_arn = ?")
+                        .bind(arn)
+                        .fetch_optional(&self.read)
+                        .await?
+                }
+            };
+        doc.as_deref().map(license_of).transpose()
+    }
+
+    async fn list_licenses(&self, q: &LicenseQuery) -> Result<Page<License>> {
+        let mut b = QueryBuilder::<Sqlite>::new("SELECT seq, document FROM licenses WHERE 1 = 1");
+        if let Some(a) = &q.issuer {
+            b.push(" AND issuer_account = ").push_bind(a.to_string());
+        }
+        if let Some(a) = &q.beneficiary_account {
+            b.push(" AND beneficiary_account = ")
+                .push_bind(a.to_string());
+        }
+        if !q.arns.is_empty() {
+            b.push(" AND license_arn IN (");
+            let mut sep = b.separated(", ");
+            for arn in &q.arns {
+                sep.push_bind(arn.clone());
+            }
+            b.push(")");
+        }
+        if let Some(v) = &q.product_sku {
+            b.push(" AND product_sku = ").push_bind(v.clone());
+        }
+        if let Some(v) = &q.fingerprint {
+            b.push(" AND key_fingerprint = ").push_bind(v.clone());
+        }
+        if let Some(v) = &q.status {
+            b.push(" AND status = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &q.issuer_name {
+            b.push(" AND issuer_name = ").push_bind(v.clone());
+        }
+        if let Some(v) = &q.beneficiary {
+            b.push(" AND beneficiary = ").push_bind(v.clone());
+        }
+        if let Some(after) = q.after {
+            b.push(" AND seq > ").push_bind(after);
+        }
+        b.push(" ORDER BY seq LIMIT ").push_bind(q.limit as i64 + 1);
+        let rows = b.build().fetch_all(&self.read).await?;
+        page(rows, q.limit, "seq")
+    }
+
+    async fn list_license_versions(
+        &self,
+        arn: &str,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Page<License>> {
+        let rows = sqlx::query(
+            "SELECT version, document FROM license_versions WHERE license_arn = ? AND version > ? ORDER BY version LIMIT ?",
+        )
+        .bind(arn)
+        .bind(after.unwrap_or(0))
+        .bind(limit as i64 + 1)
+        .fetch_all(&self.read)
+        .await?;
+        page(rows, limit, "version")
+    }
+
+    #[tracing::instrument(skip(self))]
+    async fn delete_license(
+        &self,
+        arn: &LicenseArn,
+        source_version: &str,
+        now: OffsetDateTime,
+    ) -> Result<License> {
+        let mut tx = self.begin().await?;
+        let (mut license, _) = load_license(&mut tx, arn.as_str()).await?;
+        if license.status == LicenseStatus::Deleted {
+            return Err(StoreError::Conflict(format!(
+                "license {arn} is already deleted"
+            )));
+        }
+        if source_version != license.version {
+            return Err(StoreError::Conflict(format!(
+                "SourceVersion {source_version} is not the current version of license {arn} (the current version is {})",
+                license.version
+            )));
+        }
+        license.status = LicenseStatus::Deleted;
+        license.version = (license.version_number() + 1).to_string();
+        write_version(&mut tx, &license, to_millis(now)).await?;
+        tx.commit().await?;
+        Ok(license)
+    }
+
+    #[tracing::instrument(skip_all, fields(account = %cmd.caller, sku = %cmd.product_sku))]
+    async fn checkout(&self, cmd: CheckoutCommand, now: OffsetDateTime) -> Result<Consumption> {
+        let now_ms = to_millis(now);
+        let mut tx = self.begin().await?;
+        let replay = sqlx::query(&format!(
+            "SELECT {CONSUMPTION_COLUMNS} FROM consumptions WHERE consumer_account = ? AND client_token = ?"
+        ))
+        .bind(cmd.caller.as_str())
+        .bind(&cmd.client_token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = replay {
+            let hash: String = row.try_get("request_hash")?;
+            if hash != cmd.request_hash {
+                return Err(StoreError::Conflict(format!(
+                    "ClientToken '{}' was already used with a different CheckoutLicense request; use a new ClientToken for a new request",
+                    cmd.client_token
+                )));
+            }
+            return consumption_of(&row);
+        }
+        let rows = sqlx::query("SELECT document, usage_epoch FROM licenses WHERE product_sku = ? AND key_fingerprint = ? ORDER BY seq")
+            .bind(&cmd.product_sku)
+            .bind(&cmd.key_fingerprint)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut reasons = Vec::new();
+        let mut own_license_without_beneficiary = false;
+        for row in &rows {
+            let license = license_of(&row.try_get::<String, _>("document")?)?;
+            let epoch: i64 = row.try_get("usage_epoch")?;
+            if !may_checkout(&license, &cmd.caller, cmd.beneficiary.as_deref()) {
+                own_license_without_beneficiary |= cmd.beneficiary.is_none()
+                    && LicenseArn::parse("LicenseArn", &license.license_arn)
+                        .map(|a| a.account() == &cmd.caller)
+                        .unwrap_or(false);
+                continue;
+            }
+            if let Some(r) = unavailable_reason(&license, now) {
+                reasons.push(r);
+                continue;
+            }
+            let plan = match plan_checkout(&license, &cmd.entitlements) {
+                Ok(p) => p,
+                Err(r) => {
+                    reasons.push(r);
+                    continue;
+                }
+            };
+            expire_in(&mut tx, Some(&license.license_arn), now_ms, i64::MAX).await?;
+            let mut applied: Vec<&Draw> = Vec::new();
+            let mut short = None;
+            for d in &plan.draws {
+                let done = sqlx::query(
+                    "UPDATE entitlement_usage SET consumed = consumed + ?1 WHERE license_arn = ?2 AND name = ?3 \
+                     AND (overage = 1 OR max_count IS NULL OR consumed + ?1 <= max_count)",
+                )
+                .bind(d.amount)
+                .bind(&license.license_arn)
+                .bind(&d.name)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 1 {
+                    applied.push(d);
+                    continue;
+                }
+                let (consumed, max): (i64, Option<i64>) =
+                    sqlx::query_as("SELECT consumed, max_count FROM entitlement_usage WHERE license_arn = ? AND name = ?")
+                        .bind(&license.license_arn)
+                        .bind(&d.name)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                short = Some(format!(
+                    "entitlement '{}' of license {} is exhausted: {} of {} in use, {} requested",
+                    d.name,
+                    license.license_arn,
+                    consumed,
+                    max.unwrap_or(0),
+                    d.amount
+                ));
+                break;
+            }
+            if let Some(s) = short {
+                for d in applied {
+                    sqlx::query("UPDATE entitlement_usage SET consumed = consumed - ? WHERE license_arn = ? AND name = ?")
+                        .bind(d.amount)
+                        .bind(&license.license_arn)
+                        .bind(&d.name)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                reasons.push(s);
+                continue;
+            }
+            let c = Consumption {
+                token: cmd.token.clone(),
+                license_arn: license.license_arn.clone(),
+                consumer: cmd.caller.clone(),
+                checkout_type: cmd.checkout_type,
+                allowed: plan.allowed,
+                draws: plan.draws,
+                node_id: cmd.node_id.clone(),
+                beneficiary: cmd.beneficiary.clone(),
+                issued_at: now,
+                expires_at: consumption::expiry(&license, now),
+                status: ConsumptionStatus::Active,
+                product_sku: license.product_sku.clone(),
+                key_fingerprint: license.issuer.key_fingerprint.clone(),
+            };
+            sqlx::query(
+                "INSERT INTO consumptions (token, license_arn, consumer_account, client_token, request_hash, checkout_type, \
+                 allowed, draws, node_id, beneficiary, product_sku, key_fingerprint, issued_at, expires_at, status, usage_epoch) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?)",
+            )
+            .bind(&c.token)
+            .bind(&c.license_arn)
+            .bind(c.consumer.as_str())
+            .bind(&cmd.client_token)
+            .bind(&cmd.request_hash)
+            .bind(c.checkout_type.as_str())
+            .bind(serde_json::to_string(&c.allowed).map_err(corrupt)?)
+            .bind(serde_json::to_string(&c.draws).map_err(corrupt)?)
+            .bind(&c.node_id)
+            .bind(&c.beneficiary)
+            .bind(&c.product_sku)
+            .bind(&c.key_fingerprint)
+            .bind(now_ms)
+            .bind(to_millis(c.expires_at))
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(c);
+        }
+        // Nothing was drawn; the transaction rolls back on drop.
+        if reasons.is_empty() {
+            let mut msg = format!(
+                "no license with ProductSKU '{}' and KeyFingerprint '{}' is available to account {}",
+                cmd.product_sku, cmd.key_fingerprint, cmd.caller
+            );
+            if own_license_without_beneficiary {
+                msg.push_str("; an issuer checking out its own license must name the beneficiary in Beneficiary");
+            }
+            return Err(StoreError::NoEntitlements(msg));
+        }
+        Err(StoreError::NoEntitlements(reasons.join("; ")))
+    }
+
+    #[tracing::instrument(skip(self, token))]
+    async fn check_in(&self, caller: &AccountId, token: &str, now: OffsetDateTime) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let (c, epoch) = load_consumption(&mut tx, token).await?;
+        if &c.consumer != caller {
+            return Err(StoreError::AccessDenied(format!(
+                "the license consumption '{token}' belongs to another account"
+            )));
+        }
+        let (license, _) = load_license(&mut tx, &c.license_arn).await?;
+        match check_in_refusal(&c, &license, now) {
+            Some(CheckInRefusal::Perpetual) => {
+                return Err(StoreError::Invalid(format!(
+                    "license consumption '{token}' is PERPETUAL: its units are consumed for good and cannot be checked in"
+                )))
+            }
+            Some(CheckInRefusal::NotActive(why)) => {
+                return Err(StoreError::Conflict(format!("license consumption '{token}' {why}")))
+            }
+            Some(CheckInRefusal::NotAllowed(name)) => {
+                return Err(StoreError::Invalid(format!(
+                    "license {} does not allow check-in of entitlement '{name}' (AllowCheckIn is false)",
+                    c.license_arn
+                )))
+            }
+            None => {}
+        }
+        release(&mut tx, &c.license_arn, &c.draws, epoch).await?;
+        sqlx::query("UPDATE consumptions SET status = 'CHECKED_IN', ended_at = ? WHERE token = ?")
+            .bind(to_millis(now))
+            .bind(token)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self, token))]
+    async fn extend(
+        &self,
+        caller: &AccountId,
+        token: &str,
+        dry_run: bool,
+        now: OffsetDateTime,
+    ) -> Result<Consumption> {
+        let mut tx = self.begin().await?;
+        let (mut c, _) = load_consumption(&mut tx, token).await?;
+        if &c.consumer != caller {
+            return Err(StoreError::AccessDenied(format!(
+                "the license consumption '{token}' belongs to another account"
+            )));
+        }
+        if c.checkout_type == CheckoutType::Perpetual {
+            return Err(StoreError::Invalid(format!(
+                "license consumption '{token}' is PERPETUAL: it never returns to the pool, so there is nothing to extend"
+            )));
+        }
+        match c.status {
+            ConsumptionStatus::CheckedIn => {
+                return Err(StoreError::NotFound(format!(
+                    "license consumption '{token}' is no longer active: it was checked in"
+                )))
+            }
+            ConsumptionStatus::Expired => {
+                return Err(StoreError::NotFound(format!(
+                    "license consumption '{token}' is no longer active: it expired at {}",
+                    c.expiration_str()
+                )))
+            }
+            ConsumptionStatus::Active if c.expires_at <= now => {
+                return Err(StoreError::NotFound(format!(
+                    "license consumption '{token}' is no longer active: it expired at {}",
+                    c.expiration_str()
+                )))
+            }
+            ConsumptionStatus::Active => {}
+        }
+        let (license, _) = load_license(&mut tx, &c.license_arn).await?;
+        if let Some(r) = unavailable_reason(&license, now) {
+            return Err(StoreError::Invalid(format!(
+                "cannot extend license consumption '{token}': {r}"
+            )));
+        }
+        if dry_run {
+            return Ok(c);
+        }
+        c.expires_at = consumption::expiry(&license, now);
+        sqlx::query("UPDATE consumptions SET expires_at = ? WHERE token = ?")
+            .bind(to_millis(c.expires_at))
+            .bind(token)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(c)
+    }
+
+    async fn license_usage(&self, arn: &str, now: OffsetDateTime) -> Result<Vec<EntitlementUsage>> {
+        let mut tx = self.begin().await?;
+        expire_in(&mut tx, Some(arn), to_millis(now), i64::MAX).await?;
+        let rows = sqlx::query("SELECT name, unit, consumed, max_count FROM entitlement_usage WHERE license_arn = ? ORDER BY rowid")
+            .bind(arn)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EntitlementUsage {
+                    name: r.try_get("name")?,
+                    unit: r.try_get("unit")?,
+                    consumed: r.try_get("consumed")?,
+                    max_count: r.try_get("max_count")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn expire_due(&self, now: OffsetDateTime) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let n = expire_in(&mut tx, None, to_millis(now), 1000).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for t in tags {
+            sqlx::query("INSERT INTO tags (resource_arn, key, value) VALUES (?, ?, ?) ON CONFLICT (resource_arn, key) DO UPDATE SET value = excluded.value")
+                .bind(arn)
+                .bind(&t.key)
+                .bind(&t.value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn untag_resource(&self, arn: &str, keys: &[String]) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for k in keys {
+            sqlx::query("DELETE FROM tags WHERE resource_arn = ? AND key = ?")
+                .bind(arn)
+                .bind(k)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>> {
+        let rows = sqlx::query("SELECT key, value FROM tags WHERE resource_arn = ? ORDER BY key")
+            .bind(arn)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Tag {
+                    key: r.try_get("key")?,
+                    value: r.try_get("value")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn stored_key(r: &SqliteRow) -> Result<StoredKey> {
+    Ok(StoredKey {
+        account_id: account_of(&r.try_get::<String, _>("account_id")?)?,
+        kid: r.try_get("kid")?,
+        alg: r.try_get("alg")?,
+        private_der: r.try_get("private_der")?,
+        public_jwk: r.try_get("public_jwk")?,
+    })
+}
+
+fn page(rows: Vec<SqliteRow>, limit: usize, pos: &str) -> Result<Page<License>> {
+    let more = rows.len() > limit;
+    let mut items = Vec::with_capacity(rows.len().min(limit));
+    let mut last = None;
+    for r in rows.iter().take(limit) {
+        last = Some(r.try_get::<i64, _>(pos)?);
+        items.push(license_of(&r.try_get::<String, _>("document")?)?);
+    }
+    Ok(Page {
+        items,
+        next: if more { last } else { None },
+    })
+}

@@ -1,0 +1,44 @@
+//! `tessera token verify`: checks a signed token offline against a JWKS.
+
+use anyhow::Context;
+use clap::Subcommand;
+use tessera_token::Jwks;
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Verify a token's signature and expiry; print its claims.
+    Verify {
+        /// A JWKS file, or the server's URL for it (http://HOST/.well-known/jwks.json).
+        #[arg(long)]
+        jwks: String,
+        /// The compact JWS, as returned in SignedToken.
+        token: String,
+    },
+}
+
+async fn load_jwks(src: &str) -> anyhow::Result<Jwks> {
+    let text = if src.starts_with("http://") || src.starts_with("https://") {
+        reqwest::get(src)
+            .await
+            .with_context(|| format!("cannot fetch {src}"))?
+            .error_for_status()?
+            .text()
+            .await?
+    } else {
+        std::fs::read_to_string(src).with_context(|| format!("cannot read {src}"))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("{src} is not a JWKS document"))
+}
+
+pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Verify { jwks, token } => {
+            let set = load_jwks(&jwks).await?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let claims =
+                tessera_token::verify(token.trim(), &set, now).context("the token is not valid")?;
+            println!("{}", serde_json::to_string_pretty(&claims)?);
+            Ok(())
+        }
+    }
+}
