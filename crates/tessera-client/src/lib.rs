@@ -70,7 +70,11 @@ impl Client {
 
     /// Calls `AWSLicenseManager.<op>` with a JSON body.
     pub async fn call(&self, op: &str, body: &Value) -> Result<Value, ClientError> {
-        let payload = body.to_string();
+        self.call_raw(op, body.to_string()).await
+    }
+
+    /// Calls an operation with a body sent as is, even if it is not JSON.
+    pub async fn call_raw(&self, op: &str, payload: String) -> Result<Value, ClientError> {
         let target = format!("AWSLicenseManager.{op}");
         let headers = vec![
             (
