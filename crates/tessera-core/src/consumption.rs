@@ -201,7 +201,7 @@ pub fn may_checkout(license: &License, caller: &AccountId, beneficiary: Option<&
                 .map(|a| license.beneficiary_account().as_ref() == Some(&a))
                 .unwrap_or(false)
                 || license.beneficiary == b;
-            (is_issuer && named) || (is_beneficiary && named)
+            named && (is_issuer || is_beneficiary)
         }
     }
 }
