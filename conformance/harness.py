@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -104,6 +105,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: on Linux, SIGKILL the server if the test
+    process dies, so that no server outlives an aborted run."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort, other platforms
+        pass
+
+
 def clean_env(extra: Optional[dict] = None) -> dict:
     """The caller's environment without AWS_* or TESSERA_* settings, so that a
     developer's own AWS profile or server settings never leak into a test."""
@@ -167,7 +180,8 @@ class TesseraServer:
         self._log.write(f"\n=== start {' '.join(args)}\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=env, cwd=str(self.data_dir.parent))
+                                     stderr=subprocess.STDOUT, env=env, cwd=str(self.data_dir.parent),
+                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         self._wait_healthy(timeout)
         return self
 
