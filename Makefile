@@ -12,7 +12,7 @@ VENV_PY := $(VENV)/bin/python
 STAMP   := $(VENV)/.requirements.stamp
 
 SERVE_DATA_DIR ?= tessera-data
-SERVE_LISTEN   ?= 127.0.0.1:8080
+SERVE_LISTEN   ?= 127.0.0.1:7070
 
 .PHONY: all build test rust-test conformance venv lint fmt-check clippy serve clean-venv
 

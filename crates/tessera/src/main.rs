@@ -106,7 +106,8 @@ struct ServeArgs {
     listen: SocketAddr,
     /// Let `POST /_tessera/test/clock` move the business clock forward. For tests only:
     /// anyone who can reach the server could then expire consumptions early.
-    #[arg(long, env = "TESSERA_TEST_CLOCK")]
+    #[arg(long, env = "TESSERA_TEST_CLOCK", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     test_clock: bool,
 }
 
