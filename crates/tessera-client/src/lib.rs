@@ -9,11 +9,7 @@ use time::OffsetDateTime;
 pub enum ClientError {
     /// The server answered with an AWS error (`__type` + `Message`).
     #[error("{kind} (HTTP {status}): {message}")]
-    Api {
-        kind: String,
-        message: String,
-        status: u16,
-    },
+    Api { kind: String, message: String, status: u16 },
     #[error("request failed: {0}")]
     Transport(#[from] reqwest::Error),
     #[error("the server's answer is not JSON: {0}")]
@@ -77,10 +73,7 @@ impl Client {
     pub async fn call_raw(&self, op: &str, payload: String) -> Result<Value, ClientError> {
         let target = format!("AWSLicenseManager.{op}");
         let headers = vec![
-            (
-                "content-type".to_string(),
-                "application/x-amz-json-1.1".to_string(),
-            ),
+            ("content-type".to_string(), "application/x-amz-json-1.1".to_string()),
             ("host".to_string(), self.host.clone()),
             ("x-amz-target".to_string(), target),
         ];
@@ -122,11 +115,7 @@ impl Client {
                     .next()
                     .unwrap_or("")
                     .to_owned(),
-                message: v["Message"]
-                    .as_str()
-                    .or(v["message"].as_str())
-                    .unwrap_or("")
-                    .to_owned(),
+                message: v["Message"].as_str().or(v["message"].as_str()).unwrap_or("").to_owned(),
                 status,
             });
         }

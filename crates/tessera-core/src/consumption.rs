@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::license::{limits, CheckoutType, EntitlementUnit, License, LicenseStatus};
+use crate::license::{limits, CheckoutType, EntitlementUnit, License, LicenseStatus, Metadata};
 use crate::validate::{self, ValidationError};
 use crate::{timefmt, AccountId};
 
@@ -38,9 +38,7 @@ pub struct Draw {
 }
 
 /// Validates CheckoutLicense's Entitlements into requests.
-pub fn parse_requests(
-    raw: &[EntitlementDataInput],
-) -> Result<Vec<EntitlementData>, ValidationError> {
+pub fn parse_requests(raw: &[EntitlementDataInput]) -> Result<Vec<EntitlementData>, ValidationError> {
     if raw.is_empty() || raw.len() > limits::ENTITLEMENTS {
         return Err(ValidationError::new(
             "Entitlements",
@@ -64,9 +62,7 @@ pub fn parse_requests(
             let v = e.value.as_deref().ok_or_else(|| {
                 ValidationError::new(
                     format!("{at}.Value"),
-                    format!(
-                        "is required for a {unit} entitlement: the number of units to check out"
-                    ),
+                    format!("is required for a {unit} entitlement: the number of units to check out"),
                 )
             })?;
             match v.trim().parse::<i64>() {
@@ -135,10 +131,7 @@ pub struct CheckoutPlan {
 /// Matches the requested entitlements against a license. Tiers (Unit None) come
 /// back only when the license holds them; counted entitlements must match by
 /// name and unit and are returned with the requested amount. Nothing held: Err.
-pub fn plan_checkout(
-    license: &License,
-    requests: &[EntitlementData],
-) -> Result<CheckoutPlan, String> {
+pub fn plan_checkout(license: &License, requests: &[EntitlementData]) -> Result<CheckoutPlan, String> {
     let mut allowed = Vec::new();
     let mut draws = Vec::new();
     let mut mismatched = Vec::new();
@@ -147,10 +140,7 @@ pub fn plan_checkout(
             continue;
         };
         if e.unit != r.unit {
-            mismatched.push(format!(
-                "'{}' is measured in {}, not {}",
-                r.name, e.unit, r.unit
-            ));
+            mismatched.push(format!("'{}' is measured in {}, not {}", r.name, e.unit, r.unit));
             continue;
         }
         if e.is_counted() {
@@ -206,6 +196,47 @@ pub fn may_checkout(license: &License, caller: &AccountId, beneficiary: Option<&
     }
 }
 
+/// Plans a borrow: every requested entitlement must be held (no partial
+/// checkout). Err names what is missing or why the license cannot be borrowed.
+pub fn plan_borrow(license: &License, requests: &[EntitlementData]) -> Result<CheckoutPlan, BorrowRefusal> {
+    if license.consumption_configuration.borrow_configuration.is_none() {
+        return Err(BorrowRefusal::NotBorrowable(format!(
+            "license {} has no BorrowConfiguration, so it cannot be borrowed",
+            license.license_arn
+        )));
+    }
+    let missing: Vec<String> = requests
+        .iter()
+        .filter(|r| license.entitlement(&r.name).is_none_or(|e| e.unit != r.unit))
+        .map(|r| format!("{} ({})", r.name, r.unit))
+        .collect();
+    if !missing.is_empty() {
+        return Err(BorrowRefusal::NotHeld(format!(
+            "license {} does not hold {}; partial checkouts are not allowed",
+            license.license_arn,
+            missing.join(", ")
+        )));
+    }
+    plan_checkout(license, requests).map_err(BorrowRefusal::NotHeld)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BorrowRefusal {
+    NotBorrowable(String),
+    NotHeld(String),
+}
+
+/// When a borrow made at `now` expires: the BorrowConfiguration's TTL.
+pub fn borrow_expiry(license: &License, now: OffsetDateTime) -> OffsetDateTime {
+    let minutes = license
+        .consumption_configuration
+        .borrow_configuration
+        .as_ref()
+        .map(|b| b.max_time_to_live_in_minutes)
+        .unwrap_or(crate::license::DEFAULT_PROVISIONAL_TTL_MINUTES);
+    now + Duration::minutes(minutes)
+}
+
 /// When a consumption made or extended at `now` expires.
 pub fn expiry(license: &License, now: OffsetDateTime) -> OffsetDateTime {
     now + Duration::minutes(license.provisional_ttl_minutes())
@@ -254,6 +285,9 @@ pub struct Consumption {
     pub status: ConsumptionStatus,
     pub product_sku: String,
     pub key_fingerprint: String,
+    /// Taken with CheckoutBorrowLicense: fixed term, not extendable.
+    pub borrowed: bool,
+    pub checkout_metadata: Vec<Metadata>,
 }
 
 impl Consumption {
@@ -267,31 +301,29 @@ impl Consumption {
 }
 
 /// Why a check-in is refused, decided from the consumption and its license.
-pub fn check_in_refusal(
-    c: &Consumption,
-    license: &License,
-    now: OffsetDateTime,
-) -> Option<CheckInRefusal> {
+pub fn check_in_refusal(c: &Consumption, license: &License, now: OffsetDateTime) -> Option<CheckInRefusal> {
     if c.checkout_type == CheckoutType::Perpetual {
         return Some(CheckInRefusal::Perpetual);
     }
     match c.status {
-        ConsumptionStatus::CheckedIn => {
-            return Some(CheckInRefusal::NotActive("was already checked in".into()))
-        }
+        ConsumptionStatus::CheckedIn => return Some(CheckInRefusal::NotActive("was already checked in".into())),
         ConsumptionStatus::Expired => {
-            return Some(CheckInRefusal::NotActive(format!(
-                "expired at {}",
-                c.expiration_str()
-            )))
+            return Some(CheckInRefusal::NotActive(format!("expired at {}", c.expiration_str())))
         }
         ConsumptionStatus::Active if c.expires_at <= now => {
-            return Some(CheckInRefusal::NotActive(format!(
-                "expired at {}",
-                c.expiration_str()
-            )))
+            return Some(CheckInRefusal::NotActive(format!("expired at {}", c.expiration_str())))
         }
         ConsumptionStatus::Active => {}
+    }
+    if c.borrowed {
+        let early_ok = license
+            .consumption_configuration
+            .borrow_configuration
+            .as_ref()
+            .is_some_and(|b| b.allow_early_check_in);
+        if !early_ok {
+            return Some(CheckInRefusal::EarlyCheckIn(c.expiration_str()));
+        }
     }
     for d in &c.draws {
         if let Some(e) = license.entitlement(&d.name) {
@@ -306,6 +338,8 @@ pub fn check_in_refusal(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckInRefusal {
     Perpetual,
+    /// A borrowed consumption before its expiry, on a license without AllowEarlyCheckIn.
+    EarlyCheckIn(String),
     NotActive(String),
     NotAllowed(String),
 }
@@ -363,11 +397,7 @@ mod tests {
     #[test]
     fn counted_entitlements_draw_the_requested_amount() {
         let l = license("222222222222");
-        let p = plan_checkout(
-            &l,
-            &req(json!([{"Name": "Seats", "Value": "3", "Unit": "Count"}])),
-        )
-        .unwrap();
+        let p = plan_checkout(&l, &req(json!([{"Name": "Seats", "Value": "3", "Unit": "Count"}]))).unwrap();
         assert_eq!(
             p.draws,
             vec![Draw {
@@ -375,23 +405,15 @@ mod tests {
                 amount: 3
             }]
         );
-        let e = plan_checkout(
-            &l,
-            &req(json!([{"Name": "Seats", "Value": "3", "Unit": "Bytes"}])),
-        )
-        .unwrap_err();
+        let e = plan_checkout(&l, &req(json!([{"Name": "Seats", "Value": "3", "Unit": "Bytes"}]))).unwrap_err();
         assert!(e.contains("measured in Count"), "{e}");
     }
 
     #[test]
     fn counted_requests_need_a_whole_number() {
         let raw: Vec<EntitlementDataInput> =
-            serde_json::from_value(json!([{"Name": "Seats", "Value": "-1", "Unit": "Count"}]))
-                .unwrap();
-        assert_eq!(
-            parse_requests(&raw).unwrap_err().field,
-            "Entitlements[0].Value"
-        );
+            serde_json::from_value(json!([{"Name": "Seats", "Value": "-1", "Unit": "Count"}])).unwrap();
+        assert_eq!(parse_requests(&raw).unwrap_err().field, "Entitlements[0].Value");
     }
 
     #[test]

@@ -103,6 +103,62 @@ impl fmt::Display for LicenseArn {
     }
 }
 
+/// `arn:aws:license-manager::<account>:grant:g-<32 hex>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GrantArn {
+    arn: String,
+    account: AccountId,
+}
+
+impl GrantArn {
+    /// A new ARN for a grant made by `account`, from 16 random bytes.
+    pub fn new(account: &AccountId, random: [u8; 16]) -> Self {
+        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            arn: format!("{LICENSE_PREFIX}{account}:grant:g-{hex}"),
+            account: account.clone(),
+        }
+    }
+
+    pub fn parse(field: &str, s: &str) -> Result<Self, ValidationError> {
+        let bad = || {
+            ValidationError::new(
+                field,
+                format!(
+                    "'{}' is not a grant ARN of the form arn:aws:license-manager::<account-id>:grant:g-<32 hex digits>",
+                    truncate(s)
+                ),
+            )
+        };
+        let rest = s.strip_prefix(LICENSE_PREFIX).ok_or_else(bad)?;
+        let (account, id) = rest.split_once(":grant:").ok_or_else(bad)?;
+        let account = AccountId::parse(account).map_err(|_| bad())?;
+        let hex = id.strip_prefix("g-").ok_or_else(bad)?;
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Self {
+            arn: s.to_owned(),
+            account,
+        })
+    }
+
+    /// The grantor: the account that made the grant.
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.arn
+    }
+}
+
+impl fmt::Display for GrantArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.arn)
+    }
+}
+
 fn truncate(s: &str) -> String {
     if s.chars().count() > 80 {
         let mut t: String = s.chars().take(80).collect();
@@ -138,11 +194,7 @@ mod tests {
         let parsed = LicenseArn::parse("LicenseArn", arn.as_str()).unwrap();
         assert_eq!(parsed, arn);
         assert_eq!(parsed.account(), &acct);
-        assert!(LicenseArn::parse(
-            "LicenseArn",
-            "arn:aws:license-manager::123456789012:license:l-xyz"
-        )
-        .is_err());
+        assert!(LicenseArn::parse("LicenseArn", "arn:aws:license-manager::123456789012:license:l-xyz").is_err());
         let e = LicenseArn::parse("LicenseArn", "nope").unwrap_err();
         assert_eq!(e.field, "LicenseArn");
     }

@@ -4,13 +4,17 @@
 //! license types serialize to the AWS License Manager JSON shapes, which is also
 //! how a license version is stored.
 
+#[macro_use]
+mod macros;
+
 pub mod clock;
 pub mod consumption;
+pub mod grant;
 pub mod ids;
 pub mod license;
 pub mod timefmt;
 pub mod validate;
 
 pub use clock::Clock;
-pub use ids::{AccountId, LicenseArn};
+pub use ids::{AccountId, GrantArn, LicenseArn};
 pub use validate::ValidationError;

@@ -10,41 +10,6 @@ use time::OffsetDateTime;
 use crate::validate::{self, ValidationError};
 use crate::{timefmt, AccountId, LicenseArn};
 
-macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident, $what:literal { $($variant:ident = $s:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name {
-            $(#[serde(rename = $s)] $variant),+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $s),+ }
-            }
-
-            /// Parses the wire spelling; the error names `field` and lists the valid values.
-            pub fn parse(field: &str, s: &str) -> Result<Self, ValidationError> {
-                match s {
-                    $($s => Ok($name::$variant),)+
-                    _ => Err(ValidationError::new(field, format!(
-                        "'{}' is not a valid {}; expected one of: {}",
-                        s, $what, [$($s),+].join(", ")
-                    ))),
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
 string_enum!(
     /// LicenseStatus.
     LicenseStatus, "license status" {
@@ -371,8 +336,7 @@ pub struct LicenseBody {
 }
 
 fn required<'a, T>(field: &str, v: &'a Option<T>) -> Result<&'a T, ValidationError> {
-    v.as_ref()
-        .ok_or_else(|| ValidationError::new(field, "is required"))
+    v.as_ref().ok_or_else(|| ValidationError::new(field, "is required"))
 }
 
 fn required_text(field: &str, v: &Option<String>, max: usize) -> Result<String, ValidationError> {
@@ -508,11 +472,7 @@ impl LicenseInput {
                 "must not contain ':' (it is part of the key fingerprint)",
             ));
         }
-        validate::opt_text(
-            "Issuer.SignKey",
-            issuer.sign_key.as_deref(),
-            limits::SIGN_KEY,
-        )?;
+        validate::opt_text("Issuer.SignKey", issuer.sign_key.as_deref(), limits::SIGN_KEY)?;
         let home_region = required_text("HomeRegion", &self.home_region, limits::REGION)?;
         if !home_region
             .bytes()
@@ -573,14 +533,9 @@ impl LicenseInput {
                 ));
             }
             for (i, m) in md.iter().enumerate() {
-                let name =
-                    required_text(&format!("LicenseMetadata[{i}].Name"), &m.name, limits::NAME)?;
+                let name = required_text(&format!("LicenseMetadata[{i}].Name"), &m.name, limits::NAME)?;
                 let value = m.value.clone().unwrap_or_default();
-                validate::opt_text(
-                    &format!("LicenseMetadata[{i}].Value"),
-                    Some(&value),
-                    limits::NAME,
-                )?;
+                validate::opt_text(&format!("LicenseMetadata[{i}].Value"), Some(&value), limits::NAME)?;
                 license_metadata.push(Metadata { name, value });
             }
         }
@@ -648,11 +603,7 @@ pub fn validate_tags(field: &str, tags: &[TagInput]) -> Result<Vec<Tag>, Validat
         .map(|(i, t)| {
             let key = required_text(&format!("{field}[{i}].Key"), &t.key, limits::TAG_KEY)?;
             let value = t.value.clone().unwrap_or_default();
-            validate::opt_text(
-                &format!("{field}[{i}].Value"),
-                Some(&value),
-                limits::TAG_VALUE,
-            )?;
+            validate::opt_text(&format!("{field}[{i}].Value"), Some(&value), limits::TAG_VALUE)?;
             Ok(Tag { key, value })
         })
         .collect()
@@ -713,10 +664,7 @@ mod tests {
         );
         let mut tier = seed();
         tier["Entitlements"] = json!([{"Name": "Tier", "Unit": "None", "MaxCount": 3}]);
-        assert_eq!(
-            input(tier).validate().unwrap_err().field,
-            "Entitlements[0].MaxCount"
-        );
+        assert_eq!(input(tier).validate().unwrap_err().field, "Entitlements[0].MaxCount");
         assert_eq!(
             field_of(seed(), &["LicenseName"], json!("x".repeat(300))),
             "LicenseName"
@@ -734,11 +682,7 @@ mod tests {
             "ConsumptionConfiguration.ProvisionalConfiguration.MaxTimeToLiveInMinutes"
         );
         assert_eq!(
-            field_of(
-                seed(),
-                &["ConsumptionConfiguration", "RenewType"],
-                json!("Daily")
-            ),
+            field_of(seed(), &["ConsumptionConfiguration", "RenewType"], json!("Daily")),
             "ConsumptionConfiguration.RenewType"
         );
     }
@@ -746,9 +690,6 @@ mod tests {
     #[test]
     fn fingerprint_names_the_issuer() {
         let a = AccountId::parse("123456789012").unwrap();
-        assert_eq!(
-            key_fingerprint(&a, "Self"),
-            "aws:123456789012:Self:issuer-fingerprint"
-        );
+        assert_eq!(key_fingerprint(&a, "Self"), "aws:123456789012:Self:issuer-fingerprint");
     }
 }

@@ -17,9 +17,7 @@ pub fn parse(field: &str, s: &str) -> Result<OffsetDateTime, ValidationError> {
         .map_err(|_| {
             ValidationError::new(
                 field,
-                format!(
-                    "'{s}' is not an ISO 8601 date-time with a zone, such as 2026-11-22T01:02:03Z"
-                ),
+                format!("'{s}' is not an ISO 8601 date-time with a zone, such as 2026-11-22T01:02:03Z"),
             )
         })
 }
@@ -28,9 +26,7 @@ pub fn parse(field: &str, s: &str) -> Result<OffsetDateTime, ValidationError> {
 pub fn format(t: OffsetDateTime) -> String {
     let t = t.to_offset(UtcOffset::UTC);
     let base = t
-        .format(format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second]"
-        ))
+        .format(format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"))
         .unwrap_or_default();
     let ms = t.millisecond();
     if ms == 0 {
@@ -46,8 +42,7 @@ pub fn to_millis(t: OffsetDateTime) -> i64 {
 }
 
 pub fn from_millis(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]

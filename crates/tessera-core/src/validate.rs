@@ -32,10 +32,7 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), ValidationError>
         return Err(ValidationError::new(field, "must not be empty"));
     }
     if value.chars().count() > max {
-        return Err(ValidationError::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
+        return Err(ValidationError::new(field, format!("must be at most {max} characters")));
     }
     Ok(())
 }
@@ -43,10 +40,9 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), ValidationError>
 /// Checks an optional string of at most `max` characters (empty is allowed).
 pub fn opt_text(field: &str, value: Option<&str>, max: usize) -> Result<(), ValidationError> {
     match value {
-        Some(v) if v.chars().count() > max => Err(ValidationError::new(
-            field,
-            format!("must be at most {max} characters"),
-        )),
+        Some(v) if v.chars().count() > max => {
+            Err(ValidationError::new(field, format!("must be at most {max} characters")))
+        }
         _ => Ok(()),
     }
 }

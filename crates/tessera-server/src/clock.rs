@@ -32,8 +32,7 @@ impl Clock for ServerClock {
     /// Whole seconds: the API writes times as `2026-11-22T01:02:03Z`, and an
     /// expiry must not be later than the time the response reports.
     fn now(&self) -> OffsetDateTime {
-        let t =
-            OffsetDateTime::now_utc() + Duration::seconds(self.offset_secs.load(Ordering::Relaxed));
+        let t = OffsetDateTime::now_utc() + Duration::seconds(self.offset_secs.load(Ordering::Relaxed));
         t.replace_nanosecond(0).unwrap_or(t)
     }
 }

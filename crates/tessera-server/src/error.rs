@@ -19,6 +19,12 @@ pub enum ApiError {
     #[error("{0}")]
     NoEntitlementsAllowed(String),
     #[error("{0}")]
+    EntitlementNotAllowed(String),
+    #[error("{0}")]
+    UnsupportedDigitalSignatureMethod(String),
+    #[error("{0}")]
+    ResourceLimitExceeded(String),
+    #[error("{0}")]
     Serialization(String),
     #[error("{0}")]
     UnknownOperation(String),
@@ -42,6 +48,9 @@ impl ApiError {
             Self::ResourceNotFound(_) => "ResourceNotFoundException",
             Self::Conflict(_) => "ConflictException",
             Self::NoEntitlementsAllowed(_) => "NoEntitlementsAllowedException",
+            Self::EntitlementNotAllowed(_) => "EntitlementNotAllowedException",
+            Self::UnsupportedDigitalSignatureMethod(_) => "UnsupportedDigitalSignatureMethodException",
+            Self::ResourceLimitExceeded(_) => "ResourceLimitExceededException",
             Self::Serialization(_) => "SerializationException",
             Self::UnknownOperation(_) => "UnknownOperationException",
             Self::MissingAuthenticationToken(_) => "MissingAuthenticationTokenException",
@@ -74,12 +83,12 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => Self::Conflict(m),
             StoreError::Invalid(m) => Self::Validation(m),
             StoreError::NoEntitlements(m) => Self::NoEntitlementsAllowed(m),
+            StoreError::EntitlementNotAllowed(m) => Self::EntitlementNotAllowed(m),
+            StoreError::LimitExceeded(m) => Self::ResourceLimitExceeded(m),
             other => {
                 // Details stay in the log; the client gets a generic message.
                 tracing::error!(error = %other, "store failure");
-                Self::Internal(
-                    "An internal error occurred; the request was not applied. Retry it.".into(),
-                )
+                Self::Internal("An internal error occurred; the request was not applied. Retry it.".into())
             }
         }
     }
@@ -91,10 +100,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({"__type": name, "Message": self.to_string(), "message": self.to_string()});
         let mut resp = (self.status(), body.to_string()).into_response();
         let h = resp.headers_mut();
-        h.insert(
-            "content-type",
-            HeaderValue::from_static("application/x-amz-json-1.1"),
-        );
+        h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
         h.insert("x-amzn-errortype", HeaderValue::from_static(name));
         resp
     }

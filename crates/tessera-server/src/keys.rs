@@ -1,20 +1,27 @@
 //! Issuer signing keys: created on demand, cached in memory, published as a JWKS.
+//!
+//! Every issuing account has an Ed25519 key (checkout tokens, refresh and
+//! access tokens) and, once it issues a borrowable license, an RSA key for
+//! PS384 (borrow tokens).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use tessera_core::AccountId;
 use tessera_store::{Store, StoredKey};
-use tessera_token::{IssuerKey, Jwk, Jwks};
+use tessera_token::{IssuerKey, Jwk, Jwks, RsaIssuerKey};
 use time::OffsetDateTime;
 
 use crate::error::{ApiError, ApiResult};
 
 pub const EDDSA: &str = "EdDSA";
+pub const PS384: &str = "PS384";
 
 pub struct KeyRing {
     store: Arc<dyn Store>,
-    cache: RwLock<HashMap<AccountId, Arc<IssuerKey>>>,
+    ed: RwLock<HashMap<AccountId, Arc<IssuerKey>>>,
+    rsa: RwLock<HashMap<AccountId, Arc<RsaIssuerKey>>>,
+    jwks: RwLock<Option<Arc<Jwks>>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -26,50 +33,115 @@ impl KeyRing {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            cache: RwLock::new(HashMap::new()),
+            ed: RwLock::new(HashMap::new()),
+            rsa: RwLock::new(HashMap::new()),
+            jwks: RwLock::new(None),
         }
+    }
+
+    /// Loads the account's key for `alg`, or makes one with `make` and stores it.
+    /// Concurrent creators race in the store, which keeps exactly one.
+    async fn load_or_create(
+        &self,
+        account: &AccountId,
+        alg: &str,
+        now: OffsetDateTime,
+        make: impl FnOnce() -> ApiResult<(String, Vec<u8>, Jwk)> + Send + 'static,
+    ) -> ApiResult<StoredKey> {
+        if let Some(k) = self.store.issuer_key(account, alg).await? {
+            return Ok(k);
+        }
+        // Key generation is CPU-bound (RSA takes about a second): off the async threads.
+        let (kid, der, jwk) = tokio::task::spawn_blocking(make).await.map_err(internal)??;
+        let key = StoredKey {
+            account_id: account.clone(),
+            kid,
+            alg: alg.into(),
+            private_der: der,
+            public_jwk: serde_json::to_string(&jwk).map_err(internal)?,
+        };
+        let kept = self.store.put_issuer_key(key, now).await?;
+        *self.jwks.write().map_err(internal)? = None;
+        Ok(kept)
     }
 
     /// The account's Ed25519 key, created and stored the first time it is needed.
-    pub async fn signing_key(
-        &self,
-        account: &AccountId,
-        now: OffsetDateTime,
-    ) -> ApiResult<Arc<IssuerKey>> {
-        if let Some(k) = self.cache.read().map_err(internal)?.get(account) {
+    pub async fn signing_key(&self, account: &AccountId, now: OffsetDateTime) -> ApiResult<Arc<IssuerKey>> {
+        if let Some(k) = self.ed.read().map_err(internal)?.get(account) {
             return Ok(k.clone());
         }
-        let stored = match self.store.issuer_key(account, EDDSA).await? {
-            Some(k) => k,
-            None => {
-                let fresh = IssuerKey::generate(account.as_str());
-                let key = StoredKey {
-                    account_id: account.clone(),
-                    kid: fresh.kid().to_owned(),
-                    alg: EDDSA.into(),
-                    private_der: fresh.to_pkcs8_der().map_err(internal)?,
-                    public_jwk: serde_json::to_string(&fresh.public_jwk()).map_err(internal)?,
-                };
-                // Another request may have won the race; the store keeps one.
-                self.store.put_issuer_key(key, now).await?
-            }
-        };
-        let key = Arc::new(
-            IssuerKey::from_pkcs8_der(account.as_str(), &stored.private_der).map_err(internal)?,
-        );
-        self.cache
-            .write()
-            .map_err(internal)?
-            .insert(account.clone(), key.clone());
+        let id = account.to_string();
+        let stored = self
+            .load_or_create(account, EDDSA, now, move || {
+                let k = IssuerKey::generate(&id);
+                Ok((k.kid().to_owned(), k.to_pkcs8_der().map_err(internal)?, k.public_jwk()))
+            })
+            .await?;
+        let key = Arc::new(IssuerKey::from_pkcs8_der(account.as_str(), &stored.private_der).map_err(internal)?);
+        self.ed.write().map_err(internal)?.insert(account.clone(), key.clone());
         Ok(key)
     }
 
-    pub async fn jwks(&self) -> ApiResult<Jwks> {
+    /// The account's RSA key for PS384 borrow tokens.
+    pub async fn borrow_key(&self, account: &AccountId, now: OffsetDateTime) -> ApiResult<Arc<RsaIssuerKey>> {
+        if let Some(k) = self.rsa.read().map_err(internal)?.get(account) {
+            return Ok(k.clone());
+        }
+        let id = account.to_string();
+        let stored = self
+            .load_or_create(account, PS384, now, move || {
+                let k = RsaIssuerKey::generate(&id).map_err(internal)?;
+                Ok((k.kid().to_owned(), k.to_pkcs1_der().map_err(internal)?, k.public_jwk()))
+            })
+            .await?;
+        let der = stored.private_der.clone();
+        let id = account.to_string();
+        let key = tokio::task::spawn_blocking(move || RsaIssuerKey::from_pkcs1_der(&id, &der))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let key = Arc::new(key);
+        self.rsa.write().map_err(internal)?.insert(account.clone(), key.clone());
+        Ok(key)
+    }
+
+    /// Every issuer's public keys. Cached until a key is added by this process;
+    /// keys are never removed, so a stale cache can only lack a brand-new key,
+    /// which is then read from the store.
+    pub async fn jwks(&self) -> ApiResult<Arc<Jwks>> {
+        if let Some(j) = self.jwks.read().map_err(internal)?.as_ref() {
+            return Ok(j.clone());
+        }
+        self.reload_jwks().await
+    }
+
+    async fn reload_jwks(&self) -> ApiResult<Arc<Jwks>> {
         let keys = self.store.public_keys().await?;
         let keys = keys
             .iter()
             .map(|k| serde_json::from_str::<Jwk>(&k.public_jwk).map_err(internal))
             .collect::<ApiResult<Vec<_>>>()?;
-        Ok(Jwks { keys })
+        let set = Arc::new(Jwks { keys });
+        *self.jwks.write().map_err(internal)? = Some(set.clone());
+        Ok(set)
+    }
+
+    /// Verifies a token signed by any issuer known to this server.
+    pub async fn verify(&self, token: &str, now_unix: i64) -> Result<serde_json::Value, tessera_token::TokenError> {
+        let set = self
+            .jwks()
+            .await
+            .map_err(|_| tessera_token::TokenError::UnknownKey("?".into()))?;
+        match tessera_token::verify(token, &set, now_unix) {
+            // Another process (a replica, or the CLI) may have added the key since.
+            Err(tessera_token::TokenError::UnknownKey(_)) => {
+                let set = self
+                    .reload_jwks()
+                    .await
+                    .map_err(|_| tessera_token::TokenError::UnknownKey("?".into()))?;
+                tessera_token::verify(token, &set, now_unix)
+            }
+            other => other,
+        }
     }
 }

@@ -94,7 +94,7 @@ async fn reap(state: SharedState) {
 
 async fn jwks(State(state): State<SharedState>) -> Response {
     match state.keys.jwks().await {
-        Ok(set) => Json(set).into_response(),
+        Ok(set) => Json(set.as_ref().clone()).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -117,8 +117,7 @@ async fn test_clock(State(state): State<SharedState>, body: Option<Json<ClockShi
         return ApiError::Serialization("expected {\"AdvanceSeconds\": N}".into()).into_response();
     };
     let total = state.clock.advance(shift.advance_seconds);
-    Json(serde_json::json!({"Now": timefmt::format(state.clock.now()), "OffsetSeconds": total}))
-        .into_response()
+    Json(serde_json::json!({"Now": timefmt::format(state.clock.now()), "OffsetSeconds": total})).into_response()
 }
 
 async fn not_found() -> Response {

@@ -32,9 +32,7 @@ fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             b'/' if keep_slash => out.push('/'),
             _ => out.push_str(&format!("%{b:02X}")),
         }
@@ -158,27 +156,19 @@ pub struct Scope {
 
 impl Scope {
     fn to_string_without_key(&self) -> String {
-        format!(
-            "{}/{}/{}/aws4_request",
-            self.date, self.region, self.service
-        )
+        format!("{}/{}/{}/aws4_request", self.date, self.region, self.service)
     }
 }
 
 pub fn format_amz_date(t: OffsetDateTime) -> String {
-    t.format(format_description!(
-        "[year][month][day]T[hour][minute][second]Z"
-    ))
-    .unwrap_or_default()
+    t.format(format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .unwrap_or_default()
 }
 
 pub fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
-    PrimitiveDateTime::parse(
-        s,
-        format_description!("[year][month][day]T[hour][minute][second]Z"),
-    )
-    .ok()
-    .map(|t| t.assume_utc())
+    PrimitiveDateTime::parse(s, format_description!("[year][month][day]T[hour][minute][second]Z"))
+        .ok()
+        .map(|t| t.assume_utc())
 }
 
 /// Signs a request; returns the headers to add (`x-amz-date`, `authorization`).
@@ -193,10 +183,7 @@ pub fn sign(
     let amz_date = format_amz_date(now);
     let mut headers: Vec<(String, String)> = req.headers.to_vec();
     headers.push(("x-amz-date".into(), amz_date.clone()));
-    let mut names: Vec<String> = headers
-        .iter()
-        .map(|(k, _)| k.to_ascii_lowercase())
-        .collect();
+    let mut names: Vec<String> = headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
     names.sort();
     names.dedup();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -292,10 +279,7 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, AuthError> {
 
 /// Checks the header's shape, scope and clock skew; returns the parsed header.
 /// The caller looks up the secret and then calls [`verify_signature`].
-pub fn check_request(
-    headers: &[(String, String)],
-    now: OffsetDateTime,
-) -> Result<(Authorization, String), AuthError> {
+pub fn check_request(headers: &[(String, String)], now: OffsetDateTime) -> Result<(Authorization, String), AuthError> {
     let get = |name: &str| {
         headers
             .iter()
@@ -303,15 +287,11 @@ pub fn check_request(
             .map(|(_, v)| v.as_str())
     };
     let auth = get("authorization").ok_or_else(|| {
-        AuthError::Missing(
-            "Missing Authentication Token: sign the request with AWS Signature Version 4".into(),
-        )
+        AuthError::Missing("Missing Authentication Token: sign the request with AWS Signature Version 4".into())
     })?;
     let auth = parse_authorization(auth)?;
     let amz_date = get("x-amz-date").ok_or_else(|| {
-        AuthError::Incomplete(
-            "Authorization header requires existence of a 'X-Amz-Date' header.".into(),
-        )
+        AuthError::Incomplete("Authorization header requires existence of a 'X-Amz-Date' header.".into())
     })?;
     let when = parse_amz_date(amz_date).ok_or_else(|| {
         AuthError::Incomplete(format!(
@@ -332,9 +312,7 @@ pub fn check_request(
     }
     for required in ["host", "x-amz-date"] {
         if !auth.signed_headers.iter().any(|h| h == required) {
-            return Err(AuthError::Invalid(format!(
-                "SignedHeaders must include '{required}'."
-            )));
+            return Err(AuthError::Invalid(format!("SignedHeaders must include '{required}'.")));
         }
     }
     if when < now - MAX_SKEW {
@@ -414,10 +392,7 @@ mod tests {
     fn signed(now: OffsetDateTime, body: &[u8]) -> Vec<(String, String)> {
         let mut headers = vec![
             ("host".to_string(), "127.0.0.1:7070".to_string()),
-            (
-                "x-amz-target".to_string(),
-                "AWSLicenseManager.ListLicenses".to_string(),
-            ),
+            ("x-amz-target".to_string(), "AWSLicenseManager.ListLicenses".to_string()),
         ];
         let hash = sha256_hex(body);
         let req = RequestParts {
@@ -460,20 +435,12 @@ mod tests {
     fn skew_and_missing_parts_are_named() {
         let now = OffsetDateTime::now_utc();
         let headers = signed(now - Duration::minutes(16), b"{}");
-        assert!(
-            matches!(check_request(&headers, now), Err(AuthError::Invalid(m)) if m.contains("expired"))
-        );
-        assert!(matches!(
-            check_request(&[], now),
-            Err(AuthError::Missing(_))
-        ));
+        assert!(matches!(check_request(&headers, now), Err(AuthError::Invalid(m)) if m.contains("expired")));
+        assert!(matches!(check_request(&[], now), Err(AuthError::Missing(_))));
         let bad = vec![(
             "authorization".to_string(),
-            "AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/license-manager/aws4_request"
-                .to_string(),
+            "AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/license-manager/aws4_request".to_string(),
         )];
-        assert!(
-            matches!(check_request(&bad, now), Err(AuthError::Incomplete(m)) if m.contains("Signature"))
-        );
+        assert!(matches!(check_request(&bad, now), Err(AuthError::Incomplete(m)) if m.contains("Signature")));
     }
 }

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use tessera_core::consumption::{Consumption, EntitlementData};
-use tessera_core::license::{CheckoutType, License, LicenseBody, LicenseStatus, Tag};
+use tessera_core::grant::{Grant, GrantStatus};
+use tessera_core::license::{CheckoutType, License, LicenseBody, LicenseStatus, Metadata, Tag};
 use tessera_core::{AccountId, LicenseArn};
 
 pub use sqlite::SqliteStore;
@@ -27,6 +28,10 @@ pub enum StoreError {
     Invalid(String),
     #[error("{0}")]
     NoEntitlements(String),
+    #[error("{0}")]
+    EntitlementNotAllowed(String),
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -69,7 +74,8 @@ pub struct StoredKey {
 #[derive(Debug, Clone, Default)]
 pub struct LicenseQuery {
     pub issuer: Option<AccountId>,
-    pub beneficiary_account: Option<AccountId>,
+    /// Licenses this account received: as beneficiary, or through a grant not rejected or deleted.
+    pub received_by: Option<AccountId>,
     pub arns: Vec<String>,
     pub product_sku: Option<String>,
     pub fingerprint: Option<String>,
@@ -128,6 +134,74 @@ pub struct CheckoutCommand {
     pub request_hash: String,
     /// A fresh consumption token, used unless the ClientToken replays an earlier checkout.
     pub token: String,
+    /// Set when the caller holds an access token: only this license may be used.
+    pub only_license: Option<String>,
+}
+
+/// A validated CheckoutBorrowLicense request.
+pub struct BorrowCommand {
+    pub caller: AccountId,
+    pub license_arn: String,
+    pub entitlements: Vec<EntitlementData>,
+    pub node_id: Option<String>,
+    pub metadata: Vec<Metadata>,
+    pub client_token: String,
+    pub request_hash: String,
+    pub token: String,
+}
+
+/// What CreateGrant, AcceptGrant, ... answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantOutcome {
+    pub grant_arn: String,
+    pub status: GrantStatus,
+    pub version: String,
+}
+
+/// A request's idempotency key: a retry with the same key and request gets the first answer.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub account: AccountId,
+    pub operation: &'static str,
+    pub client_token: String,
+    pub request_hash: String,
+}
+
+pub struct NewGrant {
+    pub grant: Grant,
+    pub grantor: AccountId,
+    pub grantee: AccountId,
+    pub tags: Vec<Tag>,
+    pub idempotency: Idempotency,
+}
+
+/// Filters for ListDistributedGrants and ListReceivedGrants, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct GrantQuery {
+    pub grantor: Option<AccountId>,
+    pub grantee: Option<AccountId>,
+    pub arns: Vec<String>,
+    pub license_arn: Option<String>,
+    pub status: Option<GrantStatus>,
+    pub grantee_account: Option<AccountId>,
+    pub product_sku: Option<String>,
+    pub issuer_name: Option<String>,
+    pub granter_account: Option<AccountId>,
+    pub after: Option<i64>,
+    pub limit: usize,
+}
+
+/// A refresh token's record (the token itself is re-signed from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub token_id: String,
+    pub account: AccountId,
+    pub license_arn: String,
+    pub role_arns: Vec<String>,
+    pub token_properties: Vec<String>,
+    pub expires_at: OffsetDateTime,
+    pub deleted: bool,
+    pub created_at: OffsetDateTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,14 +215,9 @@ pub struct EntitlementUsage {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // Accounts and access keys.
-    async fn create_account(&self, name: &str, now: OffsetDateTime)
-        -> Result<(Account, AccessKey)>;
+    async fn create_account(&self, name: &str, now: OffsetDateTime) -> Result<(Account, AccessKey)>;
     async fn list_accounts(&self) -> Result<Vec<Account>>;
-    async fn create_access_key(
-        &self,
-        account: &AccountId,
-        now: OffsetDateTime,
-    ) -> Result<AccessKey>;
+    async fn create_access_key(&self, account: &AccountId, now: OffsetDateTime) -> Result<AccessKey>;
     async fn revoke_access_key(&self, access_key_id: &str, now: OffsetDateTime) -> Result<()>;
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>>;
 
@@ -160,39 +229,69 @@ pub trait Store: Send + Sync + 'static {
 
     // Licenses.
     async fn create_license(&self, new: NewLicense, now: OffsetDateTime) -> Result<VersionOutcome>;
-    async fn create_license_version(
-        &self,
-        new: NewVersion,
-        now: OffsetDateTime,
-    ) -> Result<VersionOutcome>;
+    async fn create_license_version(&self, new: NewVersion, now: OffsetDateTime) -> Result<VersionOutcome>;
     async fn get_license(&self, arn: &str, version: Option<i64>) -> Result<Option<License>>;
     async fn list_licenses(&self, query: &LicenseQuery) -> Result<Page<License>>;
-    async fn list_license_versions(
-        &self,
-        arn: &str,
-        after: Option<i64>,
-        limit: usize,
-    ) -> Result<Page<License>>;
-    async fn delete_license(
-        &self,
-        arn: &LicenseArn,
-        source_version: &str,
-        now: OffsetDateTime,
-    ) -> Result<License>;
+    async fn list_license_versions(&self, arn: &str, after: Option<i64>, limit: usize) -> Result<Page<License>>;
+    async fn delete_license(&self, arn: &LicenseArn, source_version: &str, now: OffsetDateTime) -> Result<License>;
 
     // Consumption.
     async fn checkout(&self, cmd: CheckoutCommand, now: OffsetDateTime) -> Result<Consumption>;
-    async fn check_in(&self, caller: &AccountId, token: &str, now: OffsetDateTime) -> Result<()>;
+    async fn checkout_borrow(&self, cmd: BorrowCommand, now: OffsetDateTime) -> Result<Consumption>;
+    /// `only_license` restricts a caller holding an access token to its one license.
+    async fn check_in(
+        &self,
+        caller: &AccountId,
+        token: &str,
+        only_license: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<()>;
     async fn extend(
         &self,
         caller: &AccountId,
         token: &str,
+        only_license: Option<&str>,
         dry_run: bool,
         now: OffsetDateTime,
     ) -> Result<Consumption>;
     async fn license_usage(&self, arn: &str, now: OffsetDateTime) -> Result<Vec<EntitlementUsage>>;
     /// Returns the units of every PROVISIONAL consumption due by `now`; the count expired.
     async fn expire_due(&self, now: OffsetDateTime) -> Result<u64>;
+
+    // Grants.
+    async fn create_grant(&self, new: NewGrant, now: OffsetDateTime) -> Result<GrantOutcome>;
+    async fn get_grant(&self, arn: &str, version: Option<i64>) -> Result<Option<Grant>>;
+    /// Stores `next` as the grant's new version if the current one is still `expected_version`.
+    async fn update_grant(
+        &self,
+        next: Grant,
+        expected_version: &str,
+        idempotency: Option<Idempotency>,
+        now: OffsetDateTime,
+    ) -> Result<GrantOutcome>;
+    async fn list_grants(&self, query: &GrantQuery) -> Result<Page<Grant>>;
+    /// The grantee's grants on a license that are not rejected or deleted, each
+    /// followed by the grants it was re-granted from.
+    async fn grant_chains(&self, grantee: &AccountId, license_arn: &str) -> Result<Vec<Vec<Grant>>>;
+
+    // Refresh tokens.
+    /// Creates a token, or returns the one made by the same ClientToken in the last 10 minutes.
+    async fn create_token(
+        &self,
+        record: TokenRecord,
+        idempotency: Idempotency,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord>;
+    async fn get_token(&self, token_id: &str) -> Result<Option<TokenRecord>>;
+    async fn list_tokens(
+        &self,
+        account: &AccountId,
+        ids: &[String],
+        license_arns: &[String],
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Page<TokenRecord>>;
+    async fn delete_token(&self, account: &AccountId, token_id: &str, now: OffsetDateTime) -> Result<()>;
 
     // Tags.
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<()>;
@@ -212,8 +311,6 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
             "unsupported database URL scheme '{scheme}'; use sqlite://PATH"
         )))
     } else {
-        Ok(std::sync::Arc::new(
-            SqliteStore::open(std::path::Path::new(url)).await?,
-        ))
+        Ok(std::sync::Arc::new(SqliteStore::open(std::path::Path::new(url)).await?))
     }
 }

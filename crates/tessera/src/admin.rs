@@ -57,14 +57,7 @@ pub struct KeyCreate {
     output: Output,
 }
 
-fn print_key(
-    output: Output,
-    account: &str,
-    name: Option<&str>,
-    akid: &str,
-    secret: &str,
-    profile: Option<&str>,
-) {
+fn print_key(output: Output, account: &str, name: Option<&str>, akid: &str, secret: &str, profile: Option<&str>) {
     match output {
         Output::Json => println!(
             "{}",
@@ -98,9 +91,7 @@ pub async fn account(cmd: AccountCommand) -> anyhow::Result<()> {
         } => {
             anyhow::ensure!(!name.trim().is_empty(), "--name must not be empty");
             let store = store.open().await?;
-            let (acct, key) = store
-                .create_account(&name, OffsetDateTime::now_utc())
-                .await?;
+            let (acct, key) = store.create_account(&name, OffsetDateTime::now_utc()).await?;
             let written = write_profile(&profile, &key.access_key_id, &key.secret)?;
             print_key(
                 output,
@@ -126,11 +117,7 @@ pub async fn account(cmd: AccountCommand) -> anyhow::Result<()> {
                     let mut t = Table::new();
                     t.set_header(vec!["AccountId", "Name", "CreatedAt"]);
                     for a in &accounts {
-                        t.add_row(vec![
-                            a.id.to_string(),
-                            a.name.clone(),
-                            timefmt::format(a.created_at),
-                        ]);
+                        t.add_row(vec![a.id.to_string(), a.name.clone(), timefmt::format(a.created_at)]);
                     }
                     println!("{t}");
                 }
@@ -148,12 +135,9 @@ pub async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
             profile,
             output,
         }) => {
-            let id = AccountId::parse(&account)
-                .map_err(|e| anyhow::anyhow!("--account: {}", e.message))?;
+            let id = AccountId::parse(&account).map_err(|e| anyhow::anyhow!("--account: {}", e.message))?;
             let store = store.open().await?;
-            let key = store
-                .create_access_key(&id, OffsetDateTime::now_utc())
-                .await?;
+            let key = store.create_access_key(&id, OffsetDateTime::now_utc()).await?;
             let written = write_profile(&profile, &key.access_key_id, &key.secret)?;
             print_key(
                 output,
@@ -164,10 +148,7 @@ pub async fn key(cmd: KeyCommand) -> anyhow::Result<()> {
                 written.as_deref(),
             );
         }
-        KeyCommand::Revoke {
-            access_key_id,
-            store,
-        } => {
+        KeyCommand::Revoke { access_key_id, store } => {
             let store = store.open().await?;
             store
                 .revoke_access_key(&access_key_id, OffsetDateTime::now_utc())

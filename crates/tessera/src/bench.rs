@@ -79,22 +79,14 @@ fn new_hist() -> Histogram<u64> {
 
 /// Opens a store in `data_dir`, makes a vendor and a customer, and serves on a free port.
 async fn setup(data_dir: &std::path::Path) -> anyhow::Result<Fixture> {
-    let store = tessera_store::open(&format!(
-        "sqlite://{}",
-        data_dir.join("tessera.db").display()
-    ))
-    .await?;
+    let store = tessera_store::open(&format!("sqlite://{}", data_dir.join("tessera.db").display())).await?;
     let now = OffsetDateTime::now_utc();
     let (vendor, vkey) = store.create_account("bench-vendor", now).await?;
     let (customer, ckey) = store.create_account("bench-customer", now).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let state = AppState::new(store.clone(), Arc::new(ServerClock::default()), false);
-    tokio::spawn(tessera_server::serve(
-        listener,
-        state,
-        std::future::pending(),
-    ));
+    tokio::spawn(tessera_server::serve(listener, state, std::future::pending()));
     Ok(Fixture {
         store,
         endpoint: format!("http://{addr}"),
@@ -147,13 +139,7 @@ async fn create_licenses(
 }
 
 /// Runs `clients` loops of checkout + check-in for `seconds`; `op` does one pair.
-async fn measure<F, Fut>(
-    clients: usize,
-    seconds: u64,
-    label: &str,
-    progress: &ProgressBar,
-    op: F,
-) -> Tally
+async fn measure<F, Fut>(clients: usize, seconds: u64, label: &str, progress: &ProgressBar, op: F) -> Tally
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<bool, String>> + Send,
@@ -192,10 +178,7 @@ where
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_millis(250)).await;
         progress.set_position(started.elapsed().as_secs().min(seconds));
-        progress.set_message(format!(
-            "{label}: {} checkouts",
-            done.load(Ordering::Relaxed)
-        ));
+        progress.set_message(format!("{label}: {} checkouts", done.load(Ordering::Relaxed)));
     }
     stop.store(true, Ordering::Relaxed);
     let mut total = Tally {
@@ -217,10 +200,7 @@ where
 
 fn summary(name: &str, t: &Tally, seconds: u64, baseline: Option<f64>) -> Value {
     let h = t.hist.as_ref();
-    let q = |p: f64| {
-        h.map(|h| h.value_at_quantile(p) as f64 / 1000.0)
-            .unwrap_or(0.0)
-    };
+    let q = |p: f64| h.map(|h| h.value_at_quantile(p) as f64 / 1000.0).unwrap_or(0.0);
     let rate = (t.ok + t.refused) as f64 / seconds as f64;
     json!({
         "scenario": name,
@@ -300,11 +280,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                         client_token: uuid::Uuid::new_v4().to_string(),
                         request_hash: String::new(),
                         token: uuid::Uuid::new_v4().simple().to_string(),
+                        only_license: None,
                     };
                     let now = OffsetDateTime::now_utc();
                     match store.checkout(cmd, now).await {
                         Ok(c) => store
-                            .check_in(&cust, &c.token, now)
+                            .check_in(&cust, &c.token, None, now)
                             .await
                             .map(|_| true)
                             .map_err(|e| e.to_string()),
@@ -328,15 +309,15 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 async move {
                     let sku = &skus[(c * 7919 + n as usize) % skus.len()];
                     let r = client
-                    .call(
-                        "CheckoutLicense",
-                        &json!({
-                            "ProductSKU": sku, "CheckoutType": "PROVISIONAL", "KeyFingerprint": fp,
-                            "Entitlements": [{"Name": "Seats", "Value": "1", "Unit": "Count"}],
-                            "ClientToken": uuid::Uuid::new_v4().to_string(),
-                        }),
-                    )
-                    .await;
+                        .call(
+                            "CheckoutLicense",
+                            &json!({
+                                "ProductSKU": sku, "CheckoutType": "PROVISIONAL", "KeyFingerprint": fp,
+                                "Entitlements": [{"Name": "Seats", "Value": "1", "Unit": "Count"}],
+                                "ClientToken": uuid::Uuid::new_v4().to_string(),
+                            }),
+                        )
+                        .await;
                     match r {
                         Ok(v) => {
                             let token = v["LicenseConsumptionToken"].as_str().unwrap_or_default();
@@ -398,7 +379,10 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 ]);
             }
             println!("{t}");
-            println!("{} clients, {} s per measurement; each checkout is PROVISIONAL, 1 seat, followed by a check-in.", args.clients, args.seconds);
+            println!(
+                "{} clients, {} s per measurement; each checkout is PROVISIONAL, 1 seat, followed by a check-in.",
+                args.clients, args.seconds
+            );
         }
     }
     Ok(())

@@ -63,9 +63,8 @@ impl StoreArgs {
 
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
         if self.database_url.is_none() {
-            std::fs::create_dir_all(&self.data_dir).with_context(|| {
-                format!("cannot create data directory {}", self.data_dir.display())
-            })?;
+            std::fs::create_dir_all(&self.data_dir)
+                .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
             restrict_dir(&self.data_dir);
         }
         let url = self.url();
@@ -127,9 +126,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     if args.test_clock {
-        tracing::warn!(
-            "the test clock is enabled: POST /_tessera/test/clock can move time forward"
-        );
+        tracing::warn!("the test clock is enabled: POST /_tessera/test/clock can move time forward");
     }
     let state = AppState::new(store, Arc::new(ServerClock::default()), args.test_clock);
     tracing::info!(%addr, database = %args.store.url(), "tessera is serving the License Manager API");
@@ -144,8 +141,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

@@ -23,8 +23,8 @@ fn aws_file(env: &str, name: &str) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }
-    let home = std::env::var_os("HOME")
-        .context("HOME is not set; set AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE")?;
+    let home =
+        std::env::var_os("HOME").context("HOME is not set; set AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE")?;
     Ok(PathBuf::from(home).join(".aws").join(name))
 }
 
@@ -71,11 +71,7 @@ fn write_section(path: &PathBuf, section: &str, body: &[(&str, &str)]) -> anyhow
 }
 
 /// Writes the profile if one was asked for; returns its name.
-pub fn write_profile(
-    args: &ProfileArgs,
-    akid: &str,
-    secret: &str,
-) -> anyhow::Result<Option<String>> {
+pub fn write_profile(args: &ProfileArgs, akid: &str, secret: &str) -> anyhow::Result<Option<String>> {
     let Some(name) = &args.aws_profile else {
         return Ok(None);
     };
@@ -86,10 +82,7 @@ pub fn write_profile(
     write_section(
         &aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials")?,
         name,
-        &[
-            ("aws_access_key_id", akid),
-            ("aws_secret_access_key", secret),
-        ],
+        &[("aws_access_key_id", akid), ("aws_secret_access_key", secret)],
     )?;
     let section = if name == "default" {
         name.clone()
@@ -99,10 +92,7 @@ pub fn write_profile(
     write_section(
         &aws_file("AWS_CONFIG_FILE", "config")?,
         &section,
-        &[
-            ("region", &args.region),
-            ("endpoint_url", &args.endpoint_url),
-        ],
+        &[("region", &args.region), ("endpoint_url", &args.endpoint_url)],
     )?;
     Ok(Some(name.clone()))
 }

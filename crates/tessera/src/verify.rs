@@ -35,8 +35,7 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
         TokenCommand::Verify { jwks, token } => {
             let set = load_jwks(&jwks).await?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let claims =
-                tessera_token::verify(token.trim(), &set, now).context("the token is not valid")?;
+            let claims = tessera_token::verify(token.trim(), &set, now).context("the token is not valid")?;
             println!("{}", serde_json::to_string_pretty(&claims)?);
             Ok(())
         }

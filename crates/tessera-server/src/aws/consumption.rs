@@ -3,11 +3,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tessera_core::consumption::{parse_requests, Consumption, EntitlementDataInput};
-use tessera_core::license::{limits, CheckoutType};
+use tessera_core::license::{limits, CheckoutType, Metadata};
 use tessera_core::{validate, AccountId, Clock, LicenseArn};
-use tessera_store::CheckoutCommand;
+use tessera_store::{BorrowCommand, CheckoutCommand};
 
-use super::{client_token, parse, readable_license, request_hash, required};
+use super::{client_token, parse, readable_license, request_hash, required, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::SharedState;
 
@@ -49,10 +49,7 @@ struct CheckoutClaims<'a> {
 
 async fn signed_token(state: &SharedState, c: &Consumption) -> ApiResult<String> {
     let issuer = LicenseArn::parse("LicenseArn", &c.license_arn)?;
-    let key = state
-        .keys
-        .signing_key(issuer.account(), state.clock.now())
-        .await?;
+    let key = state.keys.signing_key(issuer.account(), state.clock.now()).await?;
     let claims = CheckoutClaims {
         entitlements_allowed: c
             .allowed
@@ -66,10 +63,7 @@ async fn signed_token(state: &SharedState, c: &Consumption) -> ApiResult<String>
         node_id: c.node_id.as_deref(),
         key_fingerprint: &c.key_fingerprint,
         product_sku: &c.product_sku,
-        beneficiary: c
-            .beneficiary
-            .clone()
-            .unwrap_or_else(|| c.consumer.to_string()),
+        beneficiary: c.beneficiary.clone().unwrap_or_else(|| c.consumer.to_string()),
         checkout_type: c.checkout_type.as_str(),
         iss: &c.key_fingerprint,
         sub: c.consumer.as_str(),
@@ -82,34 +76,23 @@ async fn signed_token(state: &SharedState, c: &Consumption) -> ApiResult<String>
     })
 }
 
-pub async fn checkout_license(
-    state: &SharedState,
-    caller: &AccountId,
-    v: Value,
-) -> ApiResult<Value> {
+pub async fn checkout_license(state: &SharedState, caller: &Caller, v: Value) -> ApiResult<Value> {
     let hash = request_hash(&v);
     let input: CheckoutInput = parse(v)?;
     let product_sku = required("ProductSKU", input.product_sku)?;
     validate::text("ProductSKU", &product_sku, limits::NAME)?;
-    let checkout_type = CheckoutType::parse(
-        "CheckoutType",
-        &required("CheckoutType", input.checkout_type)?,
-    )?;
+    let checkout_type = CheckoutType::parse("CheckoutType", &required("CheckoutType", input.checkout_type)?)?;
     let key_fingerprint = required("KeyFingerprint", input.key_fingerprint)?;
     validate::text("KeyFingerprint", &key_fingerprint, limits::BENEFICIARY)?;
     let entitlements = parse_requests(&required("Entitlements", input.entitlements)?)?;
     let token = client_token(input.client_token)?;
-    validate::opt_text(
-        "Beneficiary",
-        input.beneficiary.as_deref(),
-        limits::BENEFICIARY,
-    )?;
+    validate::opt_text("Beneficiary", input.beneficiary.as_deref(), limits::BENEFICIARY)?;
     validate::opt_text("NodeId", input.node_id.as_deref(), limits::BENEFICIARY)?;
     let c = state
         .store
         .checkout(
             CheckoutCommand {
-                caller: caller.clone(),
+                caller: caller.account.clone(),
                 product_sku,
                 key_fingerprint,
                 checkout_type,
@@ -119,6 +102,7 @@ pub async fn checkout_license(
                 client_token: token,
                 request_hash: hash,
                 token: uuid::Uuid::new_v4().simple().to_string(),
+                only_license: caller.license.clone(),
             },
             state.clock.now(),
         )
@@ -149,21 +133,13 @@ fn consumption_token(v: Option<String>) -> ApiResult<String> {
     Ok(t)
 }
 
-pub async fn check_in_license(
-    state: &SharedState,
-    caller: &AccountId,
-    v: Value,
-) -> ApiResult<Value> {
+pub async fn check_in_license(state: &SharedState, caller: &Caller, v: Value) -> ApiResult<Value> {
     let input: CheckInInput = parse(v)?;
     let token = consumption_token(input.license_consumption_token)?;
-    validate::opt_text(
-        "Beneficiary",
-        input.beneficiary.as_deref(),
-        limits::BENEFICIARY,
-    )?;
+    validate::opt_text("Beneficiary", input.beneficiary.as_deref(), limits::BENEFICIARY)?;
     state
         .store
-        .check_in(caller, &token, state.clock.now())
+        .check_in(&caller.account, &token, caller.license.as_deref(), state.clock.now())
         .await?;
     Ok(json!({}))
 }
@@ -175,18 +151,15 @@ struct ExtendInput {
     dry_run: Option<bool>,
 }
 
-pub async fn extend_license_consumption(
-    state: &SharedState,
-    caller: &AccountId,
-    v: Value,
-) -> ApiResult<Value> {
+pub async fn extend_license_consumption(state: &SharedState, caller: &Caller, v: Value) -> ApiResult<Value> {
     let input: ExtendInput = parse(v)?;
     let token = consumption_token(input.license_consumption_token)?;
     let c = state
         .store
         .extend(
-            caller,
+            &caller.account,
             &token,
+            caller.license.as_deref(),
             input.dry_run.unwrap_or(false),
             state.clock.now(),
         )
@@ -200,11 +173,7 @@ struct UsageInput {
     license_arn: Option<String>,
 }
 
-pub async fn get_license_usage(
-    state: &SharedState,
-    caller: &AccountId,
-    v: Value,
-) -> ApiResult<Value> {
+pub async fn get_license_usage(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
     let input: UsageInput = parse(v)?;
     let arn = required("LicenseArn", input.license_arn)?;
     readable_license(state, caller, "LicenseArn", &arn).await?;
@@ -212,8 +181,7 @@ pub async fn get_license_usage(
     let usages: Vec<Value> = usage
         .iter()
         .map(|u| {
-            let mut e =
-                json!({"Name": u.name, "ConsumedValue": u.consumed.to_string(), "Unit": u.unit});
+            let mut e = json!({"Name": u.name, "ConsumedValue": u.consumed.to_string(), "Unit": u.unit});
             if let Some(m) = u.max_count {
                 e["MaxCount"] = json!(m.to_string());
             }
@@ -221,4 +189,112 @@ pub async fn get_license_usage(
         })
         .collect();
     Ok(json!({"LicenseUsage": {"EntitlementUsages": usages}}))
+}
+
+/// The one DigitalSignatureMethod: JWS PS384 (RSASSA-PSS with SHA-384).
+pub const JWT_PS384: &str = "JWT_PS384";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BorrowInput {
+    license_arn: Option<String>,
+    entitlements: Option<Vec<EntitlementDataInput>>,
+    digital_signature_method: Option<String>,
+    node_id: Option<String>,
+    checkout_metadata: Option<Vec<tessera_core::license::MetadataInput>>,
+    client_token: Option<String>,
+}
+
+pub async fn checkout_borrow_license(state: &SharedState, caller: &Caller, v: Value) -> ApiResult<Value> {
+    let hash = request_hash(&v);
+    let input: BorrowInput = parse(v)?;
+    let arn = required("LicenseArn", input.license_arn)?;
+    let license_arn = LicenseArn::parse("LicenseArn", &arn)?;
+    let method = required("DigitalSignatureMethod", input.digital_signature_method)?;
+    if method != JWT_PS384 {
+        return Err(ApiError::UnsupportedDigitalSignatureMethod(format!(
+            "DigitalSignatureMethod '{method}' is not supported; the supported method is {JWT_PS384}"
+        )));
+    }
+    let entitlements = parse_requests(&required("Entitlements", input.entitlements)?)?;
+    let token = client_token(input.client_token)?;
+    validate::opt_text("NodeId", input.node_id.as_deref(), limits::BENEFICIARY)?;
+    let raw = input.checkout_metadata.unwrap_or_default();
+    if raw.len() > limits::METADATA {
+        return Err(ApiError::Validation(format!(
+            "CheckoutMetadata: must list at most {} entries",
+            limits::METADATA
+        )));
+    }
+    let mut metadata = Vec::with_capacity(raw.len());
+    for (i, m) in raw.into_iter().enumerate() {
+        let name = required(&format!("CheckoutMetadata[{i}].Name"), m.name)?;
+        validate::text(&format!("CheckoutMetadata[{i}].Name"), &name, limits::NAME)?;
+        let value = m.value.unwrap_or_default();
+        validate::opt_text(&format!("CheckoutMetadata[{i}].Value"), Some(&value), limits::NAME)?;
+        metadata.push(Metadata { name, value });
+    }
+    if caller.license.as_deref().is_some_and(|only| only != arn) {
+        return Err(ApiError::AccessDenied(format!(
+            "the access token is for another license than {arn}"
+        )));
+    }
+    let now = state.clock.now();
+    let c = state
+        .store
+        .checkout_borrow(
+            BorrowCommand {
+                caller: caller.account.clone(),
+                license_arn: arn,
+                entitlements,
+                node_id: input.node_id,
+                metadata,
+                client_token: token,
+                request_hash: hash,
+                token: uuid::Uuid::new_v4().simple().to_string(),
+            },
+            now,
+        )
+        .await?;
+    let key = state.keys.borrow_key(license_arn.account(), now).await?;
+    let metadata_map: serde_json::Map<String, Value> = c
+        .checkout_metadata
+        .iter()
+        .map(|m| (m.name.clone(), json!(m.value)))
+        .collect();
+    let claims = json!({
+        "entitlementsAllowed": c.allowed.iter().map(|e| json!({"name": e.name, "unit": e.unit, "value": e.value})).collect::<Vec<_>>(),
+        "expiration": c.expiration_str(),
+        "issuedAt": c.issued_at_str(),
+        "licenseArn": c.license_arn,
+        "licenseConsumptionToken": c.token,
+        "nodeId": c.node_id,
+        "checkoutMetadata": metadata_map,
+        "keyFingerprint": c.key_fingerprint,
+        "productSKU": c.product_sku,
+        "beneficiary": c.consumer.as_str(),
+        "checkoutType": "BORROW",
+        "iss": c.key_fingerprint,
+        "sub": c.consumer.as_str(),
+        "iat": c.issued_at.unix_timestamp(),
+        "exp": c.expires_at.unix_timestamp(),
+    });
+    // RSA signing takes milliseconds: keep it off the async threads.
+    let signed = tokio::task::spawn_blocking(move || key.sign(&claims))
+        .await
+        .map_err(|e| ApiError::Internal(format!("signing failed: {e}")))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing a borrow token failed");
+            ApiError::Internal("the borrow token could not be signed".into())
+        })?;
+    Ok(json!({
+        "LicenseArn": c.license_arn,
+        "LicenseConsumptionToken": c.token,
+        "EntitlementsAllowed": c.allowed,
+        "NodeId": c.node_id,
+        "SignedToken": signed,
+        "IssuedAt": c.issued_at_str(),
+        "Expiration": c.expiration_str(),
+        "CheckoutMetadata": c.checkout_metadata,
+    }))
 }

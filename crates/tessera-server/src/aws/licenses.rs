@@ -4,14 +4,15 @@
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tessera_core::grant::GrantStatus;
 use tessera_core::license::{validate_tags, LicenseInput, LicenseStatus, TagInput};
 use tessera_core::validate::{self, max_results};
 use tessera_core::{timefmt, AccountId, Clock, LicenseArn};
 use tessera_store::{LicenseQuery, NewLicense, NewVersion};
 
 use super::{
-    client_token, decode_next, encode_next, owned_license, parse, readable_license, request_hash,
-    required,
+    client_token, decode_next, encode_next, filters, owned_license, parse, readable_license, request_hash, required,
+    single, FilterInput,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::SharedState;
@@ -46,8 +47,11 @@ pub async fn create_license(state: &SharedState, caller: &AccountId, v: Value) -
     let body = input.license.validate()?;
     let tags = validate_tags("Tags", &input.tags.unwrap_or_default())?;
     let now = state.clock.now();
-    // The issuer's signing key exists before any token names it.
+    // The issuer's signing keys exist before any token names them.
     state.keys.signing_key(caller, now).await?;
+    if body.consumption_configuration.borrow_configuration.is_some() {
+        state.keys.borrow_key(caller, now).await?;
+    }
     let mut id = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut id);
     let out = state
@@ -78,21 +82,14 @@ struct CreateLicenseVersionInput {
     reset_usage: Option<bool>,
 }
 
-pub async fn create_license_version(
-    state: &SharedState,
-    caller: &AccountId,
-    v: Value,
-) -> ApiResult<Value> {
+pub async fn create_license_version(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
     let hash = request_hash(&v);
     let mut input: CreateLicenseVersionInput = parse(v)?;
     let token = client_token(input.client_token)?;
     let arn_s = required("LicenseArn", input.license_arn)?;
     let status_s = required("Status", input.status)?;
     let status = LicenseStatus::parse("Status", &status_s)?;
-    if matches!(
-        status,
-        LicenseStatus::Deleted | LicenseStatus::PendingDelete
-    ) {
+    if matches!(status, LicenseStatus::Deleted | LicenseStatus::PendingDelete) {
         return Err(ApiError::Validation(format!(
             "Status: {status} cannot be set by CreateLicenseVersion; use DeleteLicense"
         )));
@@ -102,6 +99,9 @@ pub async fn create_license_version(
     input.license.product_sku = Some(current.product_sku.clone());
     input.license.beneficiary = Some(current.beneficiary.clone());
     let body = input.license.validate()?;
+    if body.consumption_configuration.borrow_configuration.is_some() {
+        state.keys.borrow_key(caller, state.clock.now()).await?;
+    }
     if body.home_region != current.home_region {
         return Err(ApiError::Validation(format!(
             "HomeRegion: the home region of license {arn} is {} and cannot change",
@@ -155,19 +155,10 @@ pub async fn get_license(state: &SharedState, caller: &AccountId, v: Value) -> A
                 .store
                 .get_license(&arn, Some(n))
                 .await?
-                .ok_or_else(|| {
-                    ApiError::ResourceNotFound(format!("license {arn} has no version {ver}"))
-                })?
+                .ok_or_else(|| ApiError::ResourceNotFound(format!("license {arn} has no version {ver}")))?
         }
     };
     Ok(json!({ "License": license }))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-struct FilterInput {
-    name: Option<String>,
-    values: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -180,41 +171,22 @@ struct ListInput {
 }
 
 /// Applies the documented filters; `allowed` lists the names this operation takes.
-fn apply_filters(q: &mut LicenseQuery, filters: &[FilterInput], allowed: &[&str]) -> ApiResult<()> {
-    for (i, f) in filters.iter().enumerate() {
-        let name = f.name.as_deref().unwrap_or("");
-        if !allowed.contains(&name) {
-            return Err(ApiError::Validation(format!(
-                "Filters[{i}].Name: '{name}' is not a supported filter; use one of: {}",
-                allowed.join(", ")
-            )));
-        }
-        let value = match f.values.as_deref() {
-            Some([one]) => one.clone(),
-            _ => {
-                return Err(ApiError::Validation(format!(
-                    "Filters[{i}].Values: filter {name} takes exactly one value"
-                )))
-            }
-        };
+fn apply_filters(q: &mut LicenseQuery, input: &[FilterInput], allowed: &[&str]) -> ApiResult<()> {
+    for (name, values) in filters(input, allowed)? {
+        let value = single(name, values)?.clone();
         match name {
             "ProductSKU" => q.product_sku = Some(value),
             "Fingerprint" => q.fingerprint = Some(value),
-            "Status" => {
-                q.status = Some(LicenseStatus::parse(
-                    &format!("Filters[{i}].Values[0]"),
-                    &value,
-                )?)
-            }
+            "Status" => q.status = Some(LicenseStatus::parse("Filters.Status", &value)?),
             "IssuerName" => q.issuer_name = Some(value),
             "Beneficiary" => q.beneficiary = Some(value),
-            _ => unreachable!("names are checked against `allowed` above"),
+            _ => unreachable!("names are checked against `allowed`"),
         }
     }
     Ok(())
 }
 
-fn list_query(input: &ListInput, filters: &[&str]) -> ApiResult<LicenseQuery> {
+fn list_query(input: &ListInput, allowed: &[&str]) -> ApiResult<LicenseQuery> {
     let mut q = LicenseQuery {
         limit: max_results(input.max_results)?,
         after: decode_next(LICENSE_PAGE, input.next_token.as_deref())?,
@@ -224,55 +196,64 @@ fn list_query(input: &ListInput, filters: &[&str]) -> ApiResult<LicenseQuery> {
         LicenseArn::parse(&format!("LicenseArns[{i}]"), arn)?;
         q.arns.push(arn.clone());
     }
-    apply_filters(&mut q, input.filters.as_deref().unwrap_or(&[]), filters)?;
+    apply_filters(&mut q, input.filters.as_deref().unwrap_or(&[]), allowed)?;
     Ok(q)
 }
 
 pub async fn list_licenses(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
     let input: ListInput = parse(v)?;
-    let mut q = list_query(
-        &input,
-        &["Beneficiary", "ProductSKU", "Fingerprint", "Status"],
-    )?;
+    let mut q = list_query(&input, &["Beneficiary", "ProductSKU", "Fingerprint", "Status"])?;
     q.issuer = Some(caller.clone());
     let page = state.store.list_licenses(&q).await?;
     Ok(json!({"Licenses": page.items, "NextToken": encode_next(LICENSE_PAGE, page.next)}))
 }
 
-pub async fn list_received_licenses(
-    state: &SharedState,
-    caller: &AccountId,
-    v: Value,
-) -> ApiResult<Value> {
+pub async fn list_received_licenses(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
     let input: ListInput = parse(v)?;
     let mut q = list_query(
         &input,
-        &[
-            "ProductSKU",
-            "Status",
-            "Fingerprint",
-            "IssuerName",
-            "Beneficiary",
-        ],
+        &["ProductSKU", "Status", "Fingerprint", "IssuerName", "Beneficiary"],
     )?;
-    q.beneficiary_account = Some(caller.clone());
+    q.received_by = Some(caller.clone());
     let page = state.store.list_licenses(&q).await?;
-    let licenses: Vec<Value> = page
-        .items
-        .into_iter()
-        .map(|l| {
-            let received = if l.status == LicenseStatus::Deleted {
+    let mut licenses = Vec::with_capacity(page.items.len());
+    for l in page.items {
+        let metadata = if l.beneficiary_account().as_ref() == Some(caller) {
+            // The beneficiary received the license directly, as a marketplace buyer does.
+            let status = if l.status == LicenseStatus::Deleted {
                 "DELETED"
             } else {
                 "ACTIVE"
             };
-            let mut v = serde_json::to_value(&l).unwrap_or(Value::Null);
-            v["ReceivedMetadata"] =
-                json!({"ReceivedStatus": received, "AllowedOperations": ALL_OPERATIONS});
-            v
-        })
-        .collect();
+            json!({"ReceivedStatus": status, "AllowedOperations": ALL_OPERATIONS})
+        } else {
+            received_through_grant(state, caller, &l.license_arn).await?
+        };
+        let mut v = serde_json::to_value(&l).map_err(|e| ApiError::Internal(e.to_string()))?;
+        v["ReceivedMetadata"] = metadata;
+        licenses.push(v);
+    }
     Ok(json!({"Licenses": licenses, "NextToken": encode_next(LICENSE_PAGE, page.next)}))
+}
+
+/// ReceivedMetadata from the caller's grant: an active one if it has one.
+async fn received_through_grant(state: &SharedState, caller: &AccountId, license_arn: &str) -> ApiResult<Value> {
+    let chains = state.store.grant_chains(caller, license_arn).await?;
+    let best = chains
+        .iter()
+        .find(|c| c.iter().all(|g| g.grant_status == GrantStatus::Active))
+        .or(chains.first())
+        .and_then(|c| c.first());
+    Ok(match best {
+        Some(g) => {
+            let mut m = json!({"ReceivedStatus": g.grant_status, "AllowedOperations": g.granted_operations});
+            if let Some(r) = &g.status_reason {
+                m["ReceivedStatusReason"] = json!(r);
+            }
+            m
+        }
+        None => json!({"ReceivedStatus": "DELETED"}),
+    })
 }
 
 #[derive(Deserialize)]
@@ -283,20 +264,13 @@ struct ListVersionsInput {
     max_results: Option<i64>,
 }
 
-pub async fn list_license_versions(
-    state: &SharedState,
-    caller: &AccountId,
-    v: Value,
-) -> ApiResult<Value> {
+pub async fn list_license_versions(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
     let input: ListVersionsInput = parse(v)?;
     let arn = required("LicenseArn", input.license_arn)?;
     readable_license(state, caller, "LicenseArn", &arn).await?;
     let limit = max_results(input.max_results)?;
     let after = decode_next(VERSION_PAGE, input.next_token.as_deref())?;
-    let page = state
-        .store
-        .list_license_versions(&arn, after, limit)
-        .await?;
+    let page = state.store.list_license_versions(&arn, after, limit).await?;
     Ok(json!({"Licenses": page.items, "NextToken": encode_next(VERSION_PAGE, page.next)}))
 }
 

@@ -2,8 +2,10 @@
 //! `X-Amz-Target`, and the shared request helpers of the operations.
 
 mod consumption;
+mod grants;
 mod licenses;
 mod tags;
+mod tokens;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -25,24 +27,27 @@ use tessera_sigv4::{self as sigv4, AuthError, RequestParts};
 
 pub const TARGET_PREFIX: &str = "AWSLicenseManager.";
 
-/// Operations of the AWS API that this server does not offer (yet).
+/// Operations of the AWS API that this server does not offer.
 const NOT_OFFERED: &[&str] = &[
-    "AcceptGrant",
-    "CheckoutBorrowLicense",
-    "CreateGrant",
-    "CreateGrantVersion",
-    "CreateToken",
-    "DeleteGrant",
-    "DeleteToken",
-    "GetAccessToken",
-    "GetGrant",
-    "ListDistributedGrants",
-    "ListReceivedGrants",
     "ListReceivedGrantsForOrganization",
     "ListReceivedLicensesForOrganization",
-    "ListTokens",
-    "RejectGrant",
 ];
+
+/// The only operations an access token (`Authorization: Bearer`) may call.
+const BEARER_OPERATIONS: &[&str] = &[
+    "CheckoutLicense",
+    "CheckInLicense",
+    "ExtendLicenseConsumption",
+    "CheckoutBorrowLicense",
+];
+
+/// Who is calling: an account, possibly confined to one license by an access token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub account: AccountId,
+    /// Set when the request carried an access token: the one license it names.
+    pub license: Option<String>,
+}
 
 /// The single entry point: `POST /`.
 pub async fn handle(
@@ -61,24 +66,31 @@ pub async fn handle(
     let span = tracing::info_span!("request", id = %request_id, target = %target, account = tracing::field::Empty);
     let result = async {
         let body = body.map_err(|e| ApiError::Serialization(format!("the request body could not be read: {e}")))?;
-        let account = authenticate(&state, &method, &uri, &headers, &body).await?;
-        tracing::Span::current().record("account", account.as_str());
+        // A workload exchanges its refresh token for an access token without
+        // any other credential: the refresh token is the credential.
+        if target == "AWSLicenseManager.GetAccessToken" && !headers.contains_key("authorization") {
+            return tokens::get_access_token(&state, parse_body(&body)?).await;
+        }
+        let caller = authenticate(&state, &method, &uri, &headers, &body).await?;
+        tracing::Span::current().record("account", caller.account.as_str());
         let op = target.strip_prefix(TARGET_PREFIX).ok_or_else(|| {
             ApiError::UnknownOperation(format!(
                 "X-Amz-Target '{target}' does not name an operation; expected {TARGET_PREFIX}<Operation>"
             ))
         })?;
+        if caller.license.is_some() && !BEARER_OPERATIONS.contains(&op) {
+            return Err(ApiError::AccessDenied(format!(
+                "an access token may call only {}; sign {op} with an access key",
+                BEARER_OPERATIONS.join(", ")
+            )));
+        }
         let input = parse_body(&body)?;
-        dispatch(&state, &account, op, input).await
+        dispatch(&state, &caller, op, input).await
     }
     .instrument(span.clone())
     .await;
     let mut response = match result {
-        Ok(v) => (
-            [("content-type", "application/x-amz-json-1.1")],
-            v.to_string(),
-        )
-            .into_response(),
+        Ok(v) => ([("content-type", "application/x-amz-json-1.1")], v.to_string()).into_response(),
         Err(e) => {
             span.in_scope(|| match &e {
                 ApiError::Internal(_) => {
@@ -102,9 +114,7 @@ fn parse_body(body: &[u8]) -> ApiResult<Value> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::Serialization(format!("the request body is not valid JSON: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::Serialization(
-            "the request body must be a JSON object".into(),
-        ));
+        return Err(ApiError::Serialization("the request body must be a JSON object".into()));
     }
     Ok(v)
 }
@@ -115,7 +125,14 @@ async fn authenticate(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> ApiResult<AccountId> {
+) -> ApiResult<Caller> {
+    if let Some(token) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return tokens::authenticate_bearer(state, token.trim()).await;
+    }
     let pairs: Vec<(String, String)> = headers
         .iter()
         .map(|(k, v)| {
@@ -132,10 +149,7 @@ async fn authenticate(
         ));
     }
     let payload_hash = sigv4::sha256_hex(body);
-    if let Some(claimed) = headers
-        .get("x-amz-content-sha256")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(claimed) = headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
         if claimed != payload_hash && claimed != "UNSIGNED-PAYLOAD" {
             return Err(ApiError::InvalidSignature(
                 "The provided x-amz-content-sha256 header does not match what was computed.".into(),
@@ -161,7 +175,10 @@ async fn authenticate(
         payload_hash: &payload_hash,
     };
     sigv4::verify_signature(&auth, &amz_date, &req, &key.secret).map_err(auth_error)?;
-    Ok(key.account_id)
+    Ok(Caller {
+        account: key.account_id,
+        license: None,
+    })
 }
 
 fn auth_error(e: AuthError) -> ApiError {
@@ -173,12 +190,8 @@ fn auth_error(e: AuthError) -> ApiError {
     }
 }
 
-async fn dispatch(
-    state: &SharedState,
-    account: &AccountId,
-    op: &str,
-    input: Value,
-) -> ApiResult<Value> {
+async fn dispatch(state: &SharedState, caller: &Caller, op: &str, input: Value) -> ApiResult<Value> {
+    let account = &caller.account;
     match op {
         "CreateLicense" => licenses::create_license(state, account, input).await,
         "CreateLicenseVersion" => licenses::create_license_version(state, account, input).await,
@@ -187,17 +200,28 @@ async fn dispatch(
         "ListReceivedLicenses" => licenses::list_received_licenses(state, account, input).await,
         "ListLicenseVersions" => licenses::list_license_versions(state, account, input).await,
         "DeleteLicense" => licenses::delete_license(state, account, input).await,
-        "CheckoutLicense" => consumption::checkout_license(state, account, input).await,
-        "CheckInLicense" => consumption::check_in_license(state, account, input).await,
-        "ExtendLicenseConsumption" => {
-            consumption::extend_license_consumption(state, account, input).await
-        }
+        "CheckoutLicense" => consumption::checkout_license(state, caller, input).await,
+        "CheckoutBorrowLicense" => consumption::checkout_borrow_license(state, caller, input).await,
+        "CheckInLicense" => consumption::check_in_license(state, caller, input).await,
+        "ExtendLicenseConsumption" => consumption::extend_license_consumption(state, caller, input).await,
         "GetLicenseUsage" => consumption::get_license_usage(state, account, input).await,
+        "CreateGrant" => grants::create_grant(state, account, input).await,
+        "AcceptGrant" => grants::accept_grant(state, account, input).await,
+        "RejectGrant" => grants::reject_grant(state, account, input).await,
+        "CreateGrantVersion" => grants::create_grant_version(state, account, input).await,
+        "DeleteGrant" => grants::delete_grant(state, account, input).await,
+        "GetGrant" => grants::get_grant(state, account, input).await,
+        "ListDistributedGrants" => grants::list_distributed_grants(state, account, input).await,
+        "ListReceivedGrants" => grants::list_received_grants(state, account, input).await,
+        "CreateToken" => tokens::create_token(state, account, input).await,
+        "GetAccessToken" => tokens::get_access_token(state, input).await,
+        "ListTokens" => tokens::list_tokens(state, account, input).await,
+        "DeleteToken" => tokens::delete_token(state, account, input).await,
         "TagResource" => tags::tag_resource(state, account, input).await,
         "UntagResource" => tags::untag_resource(state, account, input).await,
         "ListTagsForResource" => tags::list_tags_for_resource(state, account, input).await,
         other if NOT_OFFERED.contains(&other) => Err(ApiError::UnknownOperation(format!(
-            "operation {other} is not offered by this Tessera server"
+            "operation {other} is not offered by this Tessera server (it has no organizations)"
         ))),
         other => Err(ApiError::UnknownOperation(format!(
             "operation {other} is not a License Manager operation offered by Tessera"
@@ -207,11 +231,8 @@ async fn dispatch(
 
 /// Deserializes an operation's input; type mismatches are SerializationException, as in AWS.
 fn parse<T: DeserializeOwned>(v: Value) -> ApiResult<T> {
-    serde_json::from_value(v).map_err(|e| {
-        ApiError::Serialization(format!(
-            "the request does not match the operation's shape: {e}"
-        ))
-    })
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::Serialization(format!("the request does not match the operation's shape: {e}")))
 }
 
 /// A digest of the request without its ClientToken, to recognise retries.
@@ -241,11 +262,7 @@ fn encode_next(kind: &str, pos: Option<i64>) -> Option<String> {
 
 fn decode_next(kind: &str, token: Option<&str>) -> ApiResult<Option<i64>> {
     let Some(t) = token else { return Ok(None) };
-    let bad = || {
-        ApiError::Validation(format!(
-            "NextToken: '{t}' is not a token this operation returned"
-        ))
-    };
+    let bad = || ApiError::Validation(format!("NextToken: '{t}' is not a token this operation returned"));
     let raw = URL_SAFE_NO_PAD.decode(t).map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let pos = raw
@@ -271,12 +288,61 @@ async fn readable_license(
         .ok_or_else(|| ApiError::ResourceNotFound(format!("license {arn} does not exist")))?;
     let issuer = parsed.account() == caller;
     let beneficiary = license.beneficiary_account().as_ref() == Some(caller);
-    if !issuer && !beneficiary {
+    if !issuer && !beneficiary && !active_grant(state, caller, arn).await? {
         return Err(ApiError::AccessDenied(format!(
-            "account {caller} may not access license {arn}: it is neither its issuer nor its beneficiary"
+            "account {caller} may not access license {arn}: it is not its issuer or beneficiary and holds no ACTIVE grant on it"
         )));
     }
     Ok((parsed, license))
+}
+
+/// Whether `caller` holds an ACTIVE grant chain on the license (for any operation).
+async fn active_grant(state: &SharedState, caller: &AccountId, license_arn: &str) -> ApiResult<bool> {
+    let chains = state.store.grant_chains(caller, license_arn).await?;
+    Ok(chains.iter().any(|c| {
+        c.iter()
+            .all(|g| g.grant_status == tessera_core::grant::GrantStatus::Active)
+    }))
+}
+
+/// Parses the Filters of a List operation into (name, values), refusing unknown names.
+fn filters<'a>(filters: &'a [FilterInput], allowed: &[&str]) -> ApiResult<Vec<(&'a str, &'a [String])>> {
+    filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let name = f.name.as_deref().unwrap_or("");
+            if !allowed.contains(&name) {
+                return Err(ApiError::Validation(format!(
+                    "Filters[{i}].Name: '{name}' is not a supported filter; use one of: {}",
+                    allowed.join(", ")
+                )));
+            }
+            match f.values.as_deref() {
+                Some(v) if !v.is_empty() => Ok((name, v)),
+                _ => Err(ApiError::Validation(format!(
+                    "Filters[{i}].Values: filter {name} needs a value"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// The one value of a single-valued filter.
+fn single<'a>(name: &str, values: &'a [String]) -> ApiResult<&'a String> {
+    match values {
+        [one] => Ok(one),
+        _ => Err(ApiError::Validation(format!(
+            "Filters: filter {name} takes exactly one value"
+        ))),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct FilterInput {
+    name: Option<String>,
+    values: Option<Vec<String>>,
 }
 
 /// A license the caller issued, and so may change.

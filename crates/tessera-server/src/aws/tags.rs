@@ -23,10 +23,7 @@ pub async fn tag_resource(state: &SharedState, caller: &AccountId, v: Value) -> 
     let tags = validate_tags("Tags", &required("Tags", input.tags)?)?;
     owned_license(state, caller, "ResourceArn", &arn).await?;
     let existing = state.store.list_tags(&arn).await?;
-    let added = tags
-        .iter()
-        .filter(|t| !existing.iter().any(|e| e.key == t.key))
-        .count();
+    let added = tags.iter().filter(|t| !existing.iter().any(|e| e.key == t.key)).count();
     if existing.len() + added > limits::TAGS {
         return Err(ApiError::Validation(format!(
             "Tags: a resource may have at most {} tags; {arn} has {} and the request adds {added}",
@@ -50,11 +47,7 @@ pub async fn untag_resource(state: &SharedState, caller: &AccountId, v: Value) -
     Ok(json!({}))
 }
 
-pub async fn list_tags_for_resource(
-    state: &SharedState,
-    caller: &AccountId,
-    v: Value,
-) -> ApiResult<Value> {
+pub async fn list_tags_for_resource(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
     let input: TagInputs = parse(v)?;
     let arn = required("ResourceArn", input.resource_arn)?;
     owned_license(state, caller, "ResourceArn", &arn).await?;

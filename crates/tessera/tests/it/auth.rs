@@ -73,11 +73,7 @@ async fn unsigned_malformed_and_unknown_requests_get_json_errors() {
         "UnknownOperationException"
     );
 
-    let r = http
-        .get(format!("{}/nowhere", app.endpoint))
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(format!("{}/nowhere", app.endpoint)).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["__type"], "UnknownOperationException");
@@ -92,11 +88,7 @@ async fn malformed_json_is_a_serialization_error() {
         "SerializationException"
     );
     assert_eq!(
-        kind(
-            a.client
-                .call("ListLicenses", &json!({"MaxResults": "ten"}))
-                .await
-        ),
+        kind(a.client.call("ListLicenses", &json!({"MaxResults": "ten"})).await),
         "SerializationException"
     );
 }

@@ -4,9 +4,7 @@ use std::collections::HashSet;
 
 use serde_json::json;
 
-use crate::helpers::{
-    checkout_body, consumed, create, fingerprint, kind, seed_license, uuid, TestApp,
-};
+use crate::helpers::{checkout_body, consumed, create, fingerprint, kind, seed_license, uuid, TestApp};
 
 #[tokio::test]
 async fn sixty_four_clients_race_for_five_seats() {
@@ -18,9 +16,7 @@ async fn sixty_four_clients_race_for_five_seats() {
     for _ in 0..64 {
         let client = tessera_client::Client::new(&app.endpoint, customer.creds.clone());
         let body = checkout_body("race", &vendor.id, 1);
-        tasks.push(tokio::spawn(async move {
-            client.call("CheckoutLicense", &body).await
-        }));
+        tasks.push(tokio::spawn(async move { client.call("CheckoutLicense", &body).await }));
     }
     let (mut granted, mut refused, mut tokens) = (0, 0, HashSet::new());
     for t in tasks {
@@ -88,10 +84,7 @@ async fn check_in_returns_the_seat_and_only_once() {
         kind(
             customer
                 .client
-                .call(
-                    "CheckInLicense",
-                    &json!({"LicenseConsumptionToken": "nope"})
-                )
+                .call("CheckInLicense", &json!({"LicenseConsumptionToken": "nope"}))
                 .await
         ),
         "ResourceNotFoundException"
@@ -105,16 +98,8 @@ async fn client_tokens_make_checkout_idempotent() {
     let customer = app.account("customer").await;
     let arn = create(&vendor, seed_license("idem", &customer.id)).await;
     let body = checkout_body("idem", &vendor.id, 2);
-    let first = customer
-        .client
-        .call("CheckoutLicense", &body)
-        .await
-        .unwrap();
-    let again = customer
-        .client
-        .call("CheckoutLicense", &body)
-        .await
-        .unwrap();
+    let first = customer.client.call("CheckoutLicense", &body).await.unwrap();
+    let again = customer.client.call("CheckoutLicense", &body).await.unwrap();
     assert_eq!(
         first, again,
         "a retry returns the original answer, signed token included"
@@ -246,11 +231,7 @@ async fn perpetual_consumption_is_permanent_and_overage_is_reported() {
     let arn = create(&vendor, body).await;
     let mut perpetual = checkout_body("over", &vendor.id, 7);
     perpetual["CheckoutType"] = json!("PERPETUAL");
-    let c = customer
-        .client
-        .call("CheckoutLicense", &perpetual)
-        .await
-        .unwrap();
+    let c = customer.client.call("CheckoutLicense", &perpetual).await.unwrap();
     let usage = customer
         .client
         .call("GetLicenseUsage", &json!({"LicenseArn": arn}))
@@ -274,11 +255,7 @@ async fn perpetual_consumption_is_permanent_and_overage_is_reported() {
         "ValidationException"
     );
     app.advance(2 * 3600);
-    assert_eq!(
-        consumed(&customer.client, &arn).await,
-        "7",
-        "PERPETUAL never returns"
-    );
+    assert_eq!(consumed(&customer.client, &arn).await, "7", "PERPETUAL never returns");
 }
 
 #[tokio::test]
@@ -291,10 +268,7 @@ async fn check_in_is_refused_when_the_license_forbids_it() {
     create(&vendor, body).await;
     let c = customer
         .client
-        .call(
-            "CheckoutLicense",
-            &checkout_body("nocheckin", &vendor.id, 1),
-        )
+        .call("CheckoutLicense", &checkout_body("nocheckin", &vendor.id, 1))
         .await
         .unwrap();
     let e = customer
@@ -315,8 +289,7 @@ async fn tiers_return_only_what_the_license_holds() {
     let vendor = app.account("vendor").await;
     let customer = app.account("customer").await;
     let mut body = seed_license("tier", &customer.id);
-    body["Entitlements"] =
-        json!([{"Name": "IntermediateTier", "Value": "Enabled", "Unit": "None"}]);
+    body["Entitlements"] = json!([{"Name": "IntermediateTier", "Value": "Enabled", "Unit": "None"}]);
     create(&vendor, body).await;
     let r = customer
         .client
@@ -385,11 +358,7 @@ async fn signed_tokens_verify_against_the_published_jwks() {
     create(&vendor, seed_license("jwt", &customer.id)).await;
     let mut body = checkout_body("jwt", &vendor.id, 1);
     body["NodeId"] = json!("10.0.21.57");
-    let r = customer
-        .client
-        .call("CheckoutLicense", &body)
-        .await
-        .unwrap();
+    let r = customer.client.call("CheckoutLicense", &body).await.unwrap();
     let jwks: tessera_token::Jwks = reqwest::get(format!("{}/.well-known/jwks.json", app.endpoint))
         .await
         .unwrap()
@@ -397,16 +366,8 @@ async fn signed_tokens_verify_against_the_published_jwks() {
         .await
         .unwrap();
     let token = r["SignedToken"].as_str().unwrap();
-    let claims = tessera_token::verify(
-        token,
-        &jwks,
-        time::OffsetDateTime::now_utc().unix_timestamp(),
-    )
-    .unwrap();
-    assert_eq!(
-        claims["licenseConsumptionToken"],
-        r["LicenseConsumptionToken"]
-    );
+    let claims = tessera_token::verify(token, &jwks, time::OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+    assert_eq!(claims["licenseConsumptionToken"], r["LicenseConsumptionToken"]);
     assert_eq!(claims["nodeId"], "10.0.21.57");
     assert_eq!(claims["keyFingerprint"], fingerprint(&vendor.id));
     assert_eq!(claims["productSKU"], "jwt");

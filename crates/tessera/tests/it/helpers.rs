@@ -35,9 +35,7 @@ impl TestApp {
         let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
         let store = tessera_store::open(&url).await.expect("open store");
         let clock = Arc::new(ServerClock::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let state = AppState::new(store.clone(), clock.clone(), true);
@@ -132,11 +130,7 @@ pub fn checkout_body(sku: &str, issuer: &AccountId, count: u32) -> Value {
 }
 
 pub async fn create(vendor: &Account, body: Value) -> String {
-    let r = vendor
-        .client
-        .call("CreateLicense", &body)
-        .await
-        .expect("CreateLicense");
+    let r = vendor.client.call("CreateLicense", &body).await.expect("CreateLicense");
     r["LicenseArn"].as_str().expect("LicenseArn").to_owned()
 }
 

@@ -13,10 +13,10 @@ async fn create_license_is_idempotent_per_client_token() {
     let a = vendor.client.call("CreateLicense", &body).await.unwrap();
     let b = vendor.client.call("CreateLicense", &body).await.unwrap();
     assert_eq!(a, b);
-    assert!(a["LicenseArn"].as_str().unwrap().starts_with(&format!(
-        "arn:aws:license-manager::{}:license:l-",
-        vendor.id
-    )));
+    assert!(a["LicenseArn"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("arn:aws:license-manager::{}:license:l-", vendor.id)));
     assert_eq!(
         (a["Status"].as_str(), a["Version"].as_str()),
         (Some("AVAILABLE"), Some("1"))
@@ -27,11 +27,7 @@ async fn create_license_is_idempotent_per_client_token() {
         kind(vendor.client.call("CreateLicense", &other).await),
         "ConflictException"
     );
-    let listed = vendor
-        .client
-        .call("ListLicenses", &json!({}))
-        .await
-        .unwrap();
+    let listed = vendor.client.call("ListLicenses", &json!({})).await.unwrap();
     assert_eq!(listed["Licenses"].as_array().unwrap().len(), 1);
 }
 
@@ -41,21 +37,9 @@ async fn invalid_licenses_are_refused_naming_the_field() {
     let vendor = app.account("vendor").await;
     let customer = app.account("customer").await;
     let cases = [
-        (
-            "/Validity/End",
-            json!("2025-01-01T00:00:00Z"),
-            "Validity.End",
-        ),
-        (
-            "/Validity/Begin",
-            json!("2026-01-01T00:00:00"),
-            "Validity.Begin",
-        ),
-        (
-            "/Entitlements/0/Unit",
-            json!("Apples"),
-            "Entitlements[0].Unit",
-        ),
+        ("/Validity/End", json!("2025-01-01T00:00:00Z"), "Validity.End"),
+        ("/Validity/Begin", json!("2026-01-01T00:00:00"), "Validity.Begin"),
+        ("/Entitlements/0/Unit", json!("Apples"), "Entitlements[0].Unit"),
         ("/LicenseName", json!("x".repeat(256)), "LicenseName"),
         (
             "/ConsumptionConfiguration/RenewType",
@@ -66,30 +50,20 @@ async fn invalid_licenses_are_refused_naming_the_field() {
     for (pointer, value, field) in cases {
         let mut body = seed_license("bad", &customer.id);
         *body.pointer_mut(pointer).unwrap() = value;
-        let e = vendor
-            .client
-            .call("CreateLicense", &body)
-            .await
-            .unwrap_err();
+        let e = vendor.client.call("CreateLicense", &body).await.unwrap_err();
         assert_eq!(e.kind(), Some("ValidationException"), "{pointer}: {e}");
         assert!(e.to_string().contains(field), "{pointer}: {e}");
     }
     let mut tier_with_count = seed_license("bad", &customer.id);
     tier_with_count["Entitlements"] = json!([{"Name": "T", "Unit": "None", "MaxCount": 3}]);
-    let e = vendor
-        .client
-        .call("CreateLicense", &tier_with_count)
-        .await
-        .unwrap_err();
+    let e = vendor.client.call("CreateLicense", &tier_with_count).await.unwrap_err();
     assert!(e.to_string().contains("Entitlements[0].MaxCount"), "{e}");
-    assert!(vendor
-        .client
-        .call("ListLicenses", &json!({}))
-        .await
-        .unwrap()["Licenses"]
-        .as_array()
-        .unwrap()
-        .is_empty());
+    assert!(
+        vendor.client.call("ListLicenses", &json!({})).await.unwrap()["Licenses"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn version_body(arn: &str, status: &str, source: Option<&str>, max: i64) -> serde_json::Value {
@@ -125,10 +99,7 @@ async fn versions_are_immutable_and_conflicts_are_detected() {
 
     let v2 = vendor
         .client
-        .call(
-            "CreateLicenseVersion",
-            &version_body(&arn, "AVAILABLE", Some("1"), 10),
-        )
+        .call("CreateLicenseVersion", &version_body(&arn, "AVAILABLE", Some("1"), 10))
         .await
         .unwrap();
     assert_eq!(v2["Version"], "2");
@@ -146,10 +117,7 @@ async fn versions_are_immutable_and_conflicts_are_detected() {
         kind(
             vendor
                 .client
-                .call(
-                    "CreateLicenseVersion",
-                    &version_body(&arn, "AVAILABLE", Some("1"), 10)
-                )
+                .call("CreateLicenseVersion", &version_body(&arn, "AVAILABLE", Some("1"), 10))
                 .await
         ),
         "ConflictException"
@@ -157,19 +125,12 @@ async fn versions_are_immutable_and_conflicts_are_detected() {
 
     let mut reset = version_body(&arn, "AVAILABLE", Some("2"), 10);
     reset["ResetUsage"] = json!(true);
-    vendor
-        .client
-        .call("CreateLicenseVersion", &reset)
-        .await
-        .unwrap();
+    vendor.client.call("CreateLicenseVersion", &reset).await.unwrap();
     assert_eq!(consumed(&customer.client, &arn).await, "0");
 
     vendor
         .client
-        .call(
-            "CreateLicenseVersion",
-            &version_body(&arn, "SUSPENDED", Some("3"), 10),
-        )
+        .call("CreateLicenseVersion", &version_body(&arn, "SUSPENDED", Some("3"), 10))
         .await
         .unwrap();
     let e = customer
@@ -193,10 +154,7 @@ async fn versions_are_immutable_and_conflicts_are_detected() {
         .await
         .unwrap();
     assert_eq!(
-        (
-            cur["License"]["Version"].as_str(),
-            cur["License"]["Status"].as_str()
-        ),
+        (cur["License"]["Version"].as_str(), cur["License"]["Status"].as_str()),
         (Some("4"), Some("SUSPENDED"))
     );
     let all = vendor
@@ -223,20 +181,14 @@ async fn deleted_licenses_stop_checkouts_and_stay_readable() {
         kind(
             vendor
                 .client
-                .call(
-                    "DeleteLicense",
-                    &json!({"LicenseArn": arn, "SourceVersion": "7"})
-                )
+                .call("DeleteLicense", &json!({"LicenseArn": arn, "SourceVersion": "7"}))
                 .await
         ),
         "ConflictException"
     );
     let d = vendor
         .client
-        .call(
-            "DeleteLicense",
-            &json!({"LicenseArn": arn, "SourceVersion": "1"}),
-        )
+        .call("DeleteLicense", &json!({"LicenseArn": arn, "SourceVersion": "1"}))
         .await
         .unwrap();
     assert_eq!(d["Status"], "DELETED");
@@ -266,14 +218,8 @@ async fn strangers_are_refused_and_nothing_changes() {
         ("GetLicense", json!({"LicenseArn": arn})),
         ("GetLicenseUsage", json!({"LicenseArn": arn})),
         ("ListLicenseVersions", json!({"LicenseArn": arn})),
-        (
-            "DeleteLicense",
-            json!({"LicenseArn": arn, "SourceVersion": "1"}),
-        ),
-        (
-            "CreateLicenseVersion",
-            version_body(&arn, "SUSPENDED", None, 1),
-        ),
+        ("DeleteLicense", json!({"LicenseArn": arn, "SourceVersion": "1"})),
+        ("CreateLicenseVersion", version_body(&arn, "SUSPENDED", None, 1)),
         (
             "TagResource",
             json!({"ResourceArn": arn, "Tags": [{"Key": "k", "Value": "v"}]}),
@@ -291,10 +237,7 @@ async fn strangers_are_refused_and_nothing_changes() {
         kind(
             customer
                 .client
-                .call(
-                    "DeleteLicense",
-                    &json!({"LicenseArn": arn, "SourceVersion": "1"})
-                )
+                .call("DeleteLicense", &json!({"LicenseArn": arn, "SourceVersion": "1"}))
                 .await
         ),
         "AccessDeniedException"
@@ -305,40 +248,24 @@ async fn strangers_are_refused_and_nothing_changes() {
         .await
         .unwrap();
     assert_eq!(
-        (
-            cur["License"]["Version"].as_str(),
-            cur["License"]["Status"].as_str()
-        ),
+        (cur["License"]["Version"].as_str(), cur["License"]["Status"].as_str()),
         (Some("1"), Some("AVAILABLE"))
     );
-    assert!(stranger
-        .client
-        .call("ListLicenses", &json!({}))
-        .await
-        .unwrap()["Licenses"]
-        .as_array()
-        .unwrap()
-        .is_empty());
-    assert!(stranger
-        .client
-        .call("ListReceivedLicenses", &json!({}))
-        .await
-        .unwrap()["Licenses"]
-        .as_array()
-        .unwrap()
-        .is_empty());
-    let missing = format!(
-        "arn:aws:license-manager::{}:license:l-{}",
-        vendor.id,
-        "0".repeat(32)
+    assert!(
+        stranger.client.call("ListLicenses", &json!({})).await.unwrap()["Licenses"]
+            .as_array()
+            .unwrap()
+            .is_empty()
     );
+    assert!(
+        stranger.client.call("ListReceivedLicenses", &json!({})).await.unwrap()["Licenses"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let missing = format!("arn:aws:license-manager::{}:license:l-{}", vendor.id, "0".repeat(32));
     assert_eq!(
-        kind(
-            vendor
-                .client
-                .call("GetLicense", &json!({"LicenseArn": missing}))
-                .await
-        ),
+        kind(vendor.client.call("GetLicense", &json!({"LicenseArn": missing})).await),
         "ResourceNotFoundException"
     );
     assert_eq!(
@@ -358,11 +285,7 @@ async fn lists_page_and_filter() {
     let vendor = app.account("vendor").await;
     let customer = app.account("customer").await;
     for i in 0..7 {
-        create(
-            &vendor,
-            seed_license(&format!("page-{}", i % 2), &customer.id),
-        )
-        .await;
+        create(&vendor, seed_license(&format!("page-{}", i % 2), &customer.id)).await;
     }
     let mut seen = Vec::new();
     let mut next: Option<String> = None;
@@ -371,11 +294,7 @@ async fn lists_page_and_filter() {
         if let Some(t) = &next {
             body["NextToken"] = json!(t);
         }
-        let r = customer
-            .client
-            .call("ListReceivedLicenses", &body)
-            .await
-            .unwrap();
+        let r = customer.client.call("ListReceivedLicenses", &body).await.unwrap();
         let page = r["Licenses"].as_array().unwrap();
         seen.push(page.len());
         assert_eq!(page[0]["ReceivedMetadata"]["ReceivedStatus"], "ACTIVE");
@@ -407,12 +326,7 @@ async fn lists_page_and_filter() {
         "ValidationException"
     );
     assert_eq!(
-        kind(
-            vendor
-                .client
-                .call("ListLicenses", &json!({"MaxResults": 101}))
-                .await
-        ),
+        kind(vendor.client.call("ListLicenses", &json!({"MaxResults": 101})).await),
         "ValidationException"
     );
     assert_eq!(
@@ -444,10 +358,7 @@ async fn tags_round_trip() {
         .unwrap();
     vendor
         .client
-        .call(
-            "UntagResource",
-            &json!({"ResourceArn": arn, "TagKeys": ["team"]}),
-        )
+        .call("UntagResource", &json!({"ResourceArn": arn, "TagKeys": ["team"]}))
         .await
         .unwrap();
     let t = vendor

@@ -10,24 +10,26 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::Rng;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 
 use tessera_core::consumption::{
-    self, check_in_refusal, may_checkout, plan_checkout, unavailable_reason, CheckInRefusal,
-    Consumption, ConsumptionStatus, Draw,
+    self, check_in_refusal, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal,
+    CheckInRefusal, CheckoutPlan, Consumption, ConsumptionStatus, Draw,
 };
+use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
 use tessera_core::license::{CheckoutType, License, LicenseStatus, Tag};
 use tessera_core::timefmt::{from_millis, to_millis};
 use tessera_core::{AccountId, LicenseArn};
 
 use crate::{
-    AccessKey, Account, CheckoutCommand, EntitlementUsage, LicenseQuery, NewLicense, NewVersion,
-    Page, Result, Store, StoreError, StoredKey, VersionOutcome,
+    AccessKey, Account, BorrowCommand, CheckoutCommand, EntitlementUsage, GrantOutcome, GrantQuery, Idempotency,
+    LicenseQuery, NewGrant, NewLicense, NewVersion, Page, Result, Store, StoreError, StoredKey, TokenRecord,
+    VersionOutcome,
 };
+
+mod grants;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -41,9 +43,8 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Config(format!("cannot create {}: {e}", dir.display()))
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
@@ -59,10 +60,7 @@ impl SqliteStore {
             .await?;
         restrict_permissions(path);
         MIGRATOR.run(&write).await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
+        let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         Ok(Self { read, write })
     }
 
@@ -88,9 +86,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
 fn random_account_id() -> String {
     let mut rng = rand::thread_rng();
     let first = rng.gen_range(1..=9);
-    let rest: String = (0..11)
-        .map(|_| char::from(b'0' + rng.gen_range(0..10)))
-        .collect();
+    let rest: String = (0..11).map(|_| char::from(b'0' + rng.gen_range(0..10))).collect();
     format!("{first}{rest}")
 }
 
@@ -103,28 +99,24 @@ fn random_chars(alphabet: &[u8], n: usize) -> String {
 
 fn new_access_key(account: &AccountId, now: OffsetDateTime) -> AccessKey {
     AccessKey {
-        access_key_id: format!(
-            "AKIA{}",
-            random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)
-        ),
+        access_key_id: format!("AKIA{}", random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)),
         account_id: account.clone(),
-        secret: random_chars(
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-            40,
-        ),
+        secret: random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 40),
         active: true,
         created_at: now,
     }
 }
 
 async fn insert_access_key(tx: &mut Transaction<'_, Sqlite>, k: &AccessKey) -> Result<()> {
-    sqlx::query("INSERT INTO access_keys (access_key_id, account_id, secret, active, created_at) VALUES (?, ?, ?, 1, ?)")
-        .bind(&k.access_key_id)
-        .bind(k.account_id.as_str())
-        .bind(&k.secret)
-        .bind(to_millis(k.created_at))
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO access_keys (access_key_id, account_id, secret, active, created_at) VALUES (?, ?, ?, 1, ?)",
+    )
+    .bind(&k.access_key_id)
+    .bind(k.account_id.as_str())
+    .bind(&k.secret)
+    .bind(to_millis(k.created_at))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -150,29 +142,28 @@ fn consumption_of(row: &SqliteRow) -> Result<Consumption> {
         beneficiary: row.try_get("beneficiary")?,
         issued_at: from_millis(row.try_get("issued_at")?),
         expires_at: from_millis(row.try_get("expires_at")?),
-        status: ConsumptionStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("status {status}")))?,
+        status: ConsumptionStatus::parse(&status).ok_or_else(|| corrupt(format!("status {status}")))?,
         product_sku: row.try_get("product_sku")?,
         key_fingerprint: row.try_get("key_fingerprint")?,
+        borrowed: row.try_get::<i64, _>("borrowed")? == 1,
+        checkout_metadata: match row.try_get::<Option<String>, _>("checkout_metadata")? {
+            Some(m) => serde_json::from_str(&m).map_err(corrupt)?,
+            None => Vec::new(),
+        },
     })
 }
 
 const CONSUMPTION_COLUMNS: &str = "token, license_arn, consumer_account, checkout_type, allowed, draws, node_id, \
-     beneficiary, issued_at, expires_at, status, product_sku, key_fingerprint, request_hash, usage_epoch";
+     beneficiary, issued_at, expires_at, status, product_sku, key_fingerprint, request_hash, usage_epoch, borrowed, \
+     checkout_metadata";
 
 /// Returns a consumption's units to the pool, unless ResetUsage has reset the
 /// counters since it was taken (its units are then no longer counted).
-async fn release(
-    tx: &mut Transaction<'_, Sqlite>,
-    license_arn: &str,
-    draws: &[Draw],
-    epoch: i64,
-) -> Result<()> {
-    let current: Option<i64> =
-        sqlx::query_scalar("SELECT usage_epoch FROM licenses WHERE license_arn = ?")
-            .bind(license_arn)
-            .fetch_optional(&mut **tx)
-            .await?;
+async fn release(tx: &mut Transaction<'_, Sqlite>, license_arn: &str, draws: &[Draw], epoch: i64) -> Result<()> {
+    let current: Option<i64> = sqlx::query_scalar("SELECT usage_epoch FROM licenses WHERE license_arn = ?")
+        .bind(license_arn)
+        .fetch_optional(&mut **tx)
+        .await?;
     if current != Some(epoch) {
         return Ok(());
     }
@@ -212,31 +203,20 @@ async fn expire_in(
     for row in &rows {
         let token: String = row.try_get("token")?;
         let arn: String = row.try_get("license_arn")?;
-        let draws: Vec<Draw> =
-            serde_json::from_str(&row.try_get::<String, _>("draws")?).map_err(corrupt)?;
+        let draws: Vec<Draw> = serde_json::from_str(&row.try_get::<String, _>("draws")?).map_err(corrupt)?;
         release(tx, &arn, &draws, row.try_get("usage_epoch")?).await?;
-        sqlx::query(
-            "UPDATE consumptions SET status = 'EXPIRED', ended_at = expires_at WHERE token = ?",
-        )
-        .bind(&token)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query("UPDATE consumptions SET status = 'EXPIRED', ended_at = expires_at WHERE token = ?")
+            .bind(&token)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(rows.len() as u64)
 }
 
 /// Brings `entitlement_usage` in line with a license version's counted entitlements.
-async fn sync_usage(
-    tx: &mut Transaction<'_, Sqlite>,
-    license: &License,
-    reset: bool,
-) -> Result<()> {
+async fn sync_usage(tx: &mut Transaction<'_, Sqlite>, license: &License, reset: bool) -> Result<()> {
     let arn = &license.license_arn;
-    let counted: Vec<_> = license
-        .entitlements
-        .iter()
-        .filter(|e| e.is_counted())
-        .collect();
+    let counted: Vec<_> = license.entitlements.iter().filter(|e| e.is_counted()).collect();
     let mut del = QueryBuilder::<Sqlite>::new("DELETE FROM entitlement_usage WHERE license_arn = ");
     del.push_bind(arn);
     if !counted.is_empty() {
@@ -274,56 +254,57 @@ async fn sync_usage(
     Ok(())
 }
 
-async fn idempotent_replay(
-    tx: &mut Transaction<'_, Sqlite>,
-    account: &AccountId,
-    op: &str,
-    token: &str,
-    hash: &str,
-) -> Result<Option<VersionOutcome>> {
-    let row = sqlx::query("SELECT request_hash, result FROM idempotency WHERE account_id = ? AND operation = ? AND client_token = ?")
-        .bind(account.as_str())
-        .bind(op)
-        .bind(token)
-        .fetch_optional(&mut **tx)
-        .await?;
+/// The stored answer to an earlier request with the same idempotency key, if any.
+/// The same key with a different request is a conflict.
+async fn replay(tx: &mut Transaction<'_, Sqlite>, key: &Idempotency) -> Result<Option<serde_json::Value>> {
+    let row = sqlx::query(
+        "SELECT request_hash, result FROM idempotency WHERE account_id = ? AND operation = ? AND client_token = ?",
+    )
+    .bind(key.account.as_str())
+    .bind(key.operation)
+    .bind(&key.client_token)
+    .fetch_optional(&mut **tx)
+    .await?;
     let Some(row) = row else { return Ok(None) };
     let stored: String = row.try_get("request_hash")?;
-    if stored != hash {
+    if stored != key.request_hash {
         return Err(StoreError::Conflict(format!(
-            "ClientToken '{token}' was already used with a different {op} request; use a new ClientToken for a new request"
+            "ClientToken '{}' was already used with a different {} request; use a new ClientToken for a new request",
+            key.client_token, key.operation
         )));
     }
     let result: String = row.try_get("result")?;
-    let v: serde_json::Value = serde_json::from_str(&result).map_err(corrupt)?;
-    Ok(Some(VersionOutcome {
-        license_arn: v["LicenseArn"].as_str().unwrap_or_default().to_owned(),
-        status: LicenseStatus::parse("Status", v["Status"].as_str().unwrap_or_default())
-            .map_err(corrupt)?,
-        version: v["Version"].as_str().unwrap_or_default().to_owned(),
-    }))
+    Ok(Some(serde_json::from_str(&result).map_err(corrupt)?))
 }
 
 async fn remember(
     tx: &mut Transaction<'_, Sqlite>,
-    account: &AccountId,
-    op: &str,
-    token: &str,
-    hash: &str,
-    out: &VersionOutcome,
+    key: &Idempotency,
+    result: &serde_json::Value,
     now_ms: i64,
 ) -> Result<()> {
-    let result = serde_json::json!({"LicenseArn": out.license_arn, "Status": out.status.as_str(), "Version": out.version});
     sqlx::query("INSERT INTO idempotency (account_id, operation, client_token, request_hash, result, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(account.as_str())
-        .bind(op)
-        .bind(token)
-        .bind(hash)
+        .bind(key.account.as_str())
+        .bind(key.operation)
+        .bind(&key.client_token)
+        .bind(&key.request_hash)
         .bind(result.to_string())
         .bind(now_ms)
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+fn version_outcome(v: &serde_json::Value) -> Result<VersionOutcome> {
+    Ok(VersionOutcome {
+        license_arn: v["LicenseArn"].as_str().unwrap_or_default().to_owned(),
+        status: LicenseStatus::parse("Status", v["Status"].as_str().unwrap_or_default()).map_err(corrupt)?,
+        version: v["Version"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
+fn version_json(out: &VersionOutcome) -> serde_json::Value {
+    serde_json::json!({"LicenseArn": out.license_arn, "Status": out.status.as_str(), "Version": out.version})
 }
 
 async fn load_license(tx: &mut Transaction<'_, Sqlite>, arn: &str) -> Result<(License, i64)> {
@@ -339,11 +320,7 @@ async fn load_license(tx: &mut Transaction<'_, Sqlite>, arn: &str) -> Result<(Li
 }
 
 /// Writes a new current version of a license.
-async fn write_version(
-    tx: &mut Transaction<'_, Sqlite>,
-    license: &License,
-    now_ms: i64,
-) -> Result<()> {
+async fn write_version(tx: &mut Transaction<'_, Sqlite>, license: &License, now_ms: i64) -> Result<()> {
     let doc = serde_json::to_string(license).map_err(corrupt)?;
     let version = license.version_number();
     sqlx::query("INSERT INTO license_versions (license_arn, version, document, created_at) VALUES (?, ?, ?, ?)")
@@ -371,38 +348,188 @@ async fn write_version(
     Ok(())
 }
 
-async fn load_consumption(
-    tx: &mut Transaction<'_, Sqlite>,
-    token: &str,
-) -> Result<(Consumption, i64)> {
+async fn load_consumption(tx: &mut Transaction<'_, Sqlite>, token: &str) -> Result<(Consumption, i64)> {
     let row = sqlx::query(&format!(
         "SELECT {CONSUMPTION_COLUMNS} FROM consumptions WHERE token = ?"
     ))
     .bind(token)
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or_else(|| {
-        StoreError::NotFound(format!("no license consumption has the token '{token}'"))
-    })?;
+    .ok_or_else(|| StoreError::NotFound(format!("no license consumption has the token '{token}'")))?;
     Ok((consumption_of(&row)?, row.try_get("usage_epoch")?))
+}
+
+/// The answer to an earlier checkout with the same ClientToken, if any.
+async fn replay_checkout(
+    tx: &mut Transaction<'_, Sqlite>,
+    caller: &AccountId,
+    client_token: &str,
+    hash: &str,
+    op: &str,
+) -> Result<Option<Consumption>> {
+    let row = sqlx::query(&format!(
+        "SELECT {CONSUMPTION_COLUMNS} FROM consumptions WHERE consumer_account = ? AND client_token = ?"
+    ))
+    .bind(caller.as_str())
+    .bind(client_token)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let stored: String = row.try_get("request_hash")?;
+    if stored != hash {
+        return Err(StoreError::Conflict(format!(
+            "ClientToken '{client_token}' was already used with a different {op} request; use a new ClientToken for a new request"
+        )));
+    }
+    Ok(Some(consumption_of(&row)?))
+}
+
+/// Takes a plan's units with conditional updates, after expiring what is due
+/// on the license. Returns why not, undoing any partial draw, when a pool is short.
+async fn draw(
+    tx: &mut Transaction<'_, Sqlite>,
+    license: &License,
+    plan: &CheckoutPlan,
+    now_ms: i64,
+) -> Result<Option<String>> {
+    expire_in(tx, Some(&license.license_arn), now_ms, i64::MAX).await?;
+    let mut applied: Vec<&Draw> = Vec::new();
+    for d in &plan.draws {
+        let done = sqlx::query(
+            "UPDATE entitlement_usage SET consumed = consumed + ?1 WHERE license_arn = ?2 AND name = ?3 \
+             AND (overage = 1 OR max_count IS NULL OR consumed + ?1 <= max_count)",
+        )
+        .bind(d.amount)
+        .bind(&license.license_arn)
+        .bind(&d.name)
+        .execute(&mut **tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            applied.push(d);
+            continue;
+        }
+        let (consumed, max): (i64, Option<i64>) =
+            sqlx::query_as("SELECT consumed, max_count FROM entitlement_usage WHERE license_arn = ? AND name = ?")
+                .bind(&license.license_arn)
+                .bind(&d.name)
+                .fetch_one(&mut **tx)
+                .await?;
+        for a in applied {
+            sqlx::query("UPDATE entitlement_usage SET consumed = consumed - ? WHERE license_arn = ? AND name = ?")
+                .bind(a.amount)
+                .bind(&license.license_arn)
+                .bind(&a.name)
+                .execute(&mut **tx)
+                .await?;
+        }
+        return Ok(Some(format!(
+            "entitlement '{}' of license {} is exhausted: {} of {} in use, {} requested",
+            d.name,
+            license.license_arn,
+            consumed,
+            max.unwrap_or(0),
+            d.amount
+        )));
+    }
+    Ok(None)
+}
+
+async fn insert_consumption(
+    tx: &mut Transaction<'_, Sqlite>,
+    c: &Consumption,
+    client_token: &str,
+    hash: &str,
+    epoch: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO consumptions (token, license_arn, consumer_account, client_token, request_hash, checkout_type, \
+         allowed, draws, node_id, beneficiary, product_sku, key_fingerprint, issued_at, expires_at, status, usage_epoch, \
+         borrowed, checkout_metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?)",
+    )
+    .bind(&c.token)
+    .bind(&c.license_arn)
+    .bind(c.consumer.as_str())
+    .bind(client_token)
+    .bind(hash)
+    .bind(c.checkout_type.as_str())
+    .bind(serde_json::to_string(&c.allowed).map_err(corrupt)?)
+    .bind(serde_json::to_string(&c.draws).map_err(corrupt)?)
+    .bind(&c.node_id)
+    .bind(&c.beneficiary)
+    .bind(&c.product_sku)
+    .bind(&c.key_fingerprint)
+    .bind(to_millis(c.issued_at))
+    .bind(to_millis(c.expires_at))
+    .bind(epoch)
+    .bind(c.borrowed)
+    .bind(if c.checkout_metadata.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&c.checkout_metadata).map_err(corrupt)?)
+    })
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Whether `caller` holds an ACTIVE grant chain on the license that allows `op`.
+async fn granted(
+    tx: &mut Transaction<'_, Sqlite>,
+    caller: &AccountId,
+    license_arn: &str,
+    op: AllowedOperation,
+) -> Result<bool> {
+    Ok(grants::chains_in(tx, caller, license_arn)
+        .await?
+        .iter()
+        .any(|chain| chain_permits(chain, op)))
+}
+
+/// Checks that `caller` may act on its own consumption `c` with `op` now, and returns the license.
+async fn usable_consumption(
+    tx: &mut Transaction<'_, Sqlite>,
+    caller: &AccountId,
+    c: &Consumption,
+    only_license: Option<&str>,
+    op: AllowedOperation,
+) -> Result<License> {
+    if &c.consumer != caller {
+        return Err(StoreError::AccessDenied(format!(
+            "the license consumption '{}' belongs to another account",
+            c.token
+        )));
+    }
+    if only_license.is_some_and(|only| only != c.license_arn) {
+        return Err(StoreError::AccessDenied(format!(
+            "the access token is for another license than consumption '{}'",
+            c.token
+        )));
+    }
+    let (license, _) = load_license(tx, &c.license_arn).await?;
+    let issuer = LicenseArn::parse("LicenseArn", &license.license_arn)
+        .map(|a| a.account() == caller)
+        .unwrap_or(false);
+    let direct = issuer || license.beneficiary_account().as_ref() == Some(caller);
+    if !direct && !granted(tx, caller, &license.license_arn, op).await? {
+        return Err(StoreError::AccessDenied(format!(
+            "account {caller} holds no ACTIVE grant on license {} that allows {op}",
+            license.license_arn
+        )));
+    }
+    Ok(license)
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     #[tracing::instrument(skip(self))]
-    async fn create_account(
-        &self,
-        name: &str,
-        now: OffsetDateTime,
-    ) -> Result<(Account, AccessKey)> {
+    async fn create_account(&self, name: &str, now: OffsetDateTime) -> Result<(Account, AccessKey)> {
         let mut tx = self.begin().await?;
         let id = loop {
             let id = random_account_id();
-            let taken: Option<String> =
-                sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = ?")
-                    .bind(&id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let taken: Option<String> = sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = ?")
+                .bind(&id)
+                .fetch_optional(&mut *tx)
+                .await?;
             if taken.is_none() {
                 break account_of(&id)?;
             }
@@ -427,11 +554,9 @@ impl Store for SqliteStore {
     }
 
     async fn list_accounts(&self) -> Result<Vec<Account>> {
-        let rows = sqlx::query(
-            "SELECT account_id, name, created_at FROM accounts ORDER BY created_at, account_id",
-        )
-        .fetch_all(&self.read)
-        .await?;
+        let rows = sqlx::query("SELECT account_id, name, created_at FROM accounts ORDER BY created_at, account_id")
+            .fetch_all(&self.read)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(Account {
@@ -444,21 +569,14 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(skip(self))]
-    async fn create_access_key(
-        &self,
-        account: &AccountId,
-        now: OffsetDateTime,
-    ) -> Result<AccessKey> {
+    async fn create_access_key(&self, account: &AccountId, now: OffsetDateTime) -> Result<AccessKey> {
         let mut tx = self.begin().await?;
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = ?")
-                .bind(account.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+        let exists: Option<String> = sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = ?")
+            .bind(account.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
         if exists.is_none() {
-            return Err(StoreError::NotFound(format!(
-                "account {account} does not exist"
-            )));
+            return Err(StoreError::NotFound(format!("account {account} does not exist")));
         }
         let key = new_access_key(account, now);
         insert_access_key(&mut tx, &key).await?;
@@ -469,13 +587,11 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip(self))]
     async fn revoke_access_key(&self, access_key_id: &str, now: OffsetDateTime) -> Result<()> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE access_keys SET active = 0, revoked_at = ? WHERE access_key_id = ?",
-        )
-        .bind(to_millis(now))
-        .bind(access_key_id)
-        .execute(&mut *tx)
-        .await?;
+        let done = sqlx::query("UPDATE access_keys SET active = 0, revoked_at = ? WHERE access_key_id = ?")
+            .bind(to_millis(now))
+            .bind(access_key_id)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "access key {access_key_id} does not exist"
@@ -486,10 +602,12 @@ impl Store for SqliteStore {
     }
 
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>> {
-        let row = sqlx::query("SELECT access_key_id, account_id, secret, active, created_at FROM access_keys WHERE access_key_id = ?")
-            .bind(access_key_id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(
+            "SELECT access_key_id, account_id, secret, active, created_at FROM access_keys WHERE access_key_id = ?",
+        )
+        .bind(access_key_id)
+        .fetch_optional(&self.read)
+        .await?;
         row.map(|r| {
             Ok(AccessKey {
                 access_key_id: r.try_get("access_key_id")?,
@@ -503,11 +621,13 @@ impl Store for SqliteStore {
     }
 
     async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>> {
-        let row = sqlx::query("SELECT kid, account_id, alg, private_der, public_jwk FROM issuer_keys WHERE account_id = ? AND alg = ?")
-            .bind(account.as_str())
-            .bind(alg)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(
+            "SELECT kid, account_id, alg, private_der, public_jwk FROM issuer_keys WHERE account_id = ? AND alg = ?",
+        )
+        .bind(account.as_str())
+        .bind(alg)
+        .fetch_optional(&self.read)
+        .await?;
         row.as_ref().map(stored_key).transpose()
     }
 
@@ -525,19 +645,23 @@ impl Store for SqliteStore {
         .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query("SELECT kid, account_id, alg, private_der, public_jwk FROM issuer_keys WHERE account_id = ? AND alg = ?")
-            .bind(key.account_id.as_str())
-            .bind(&key.alg)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT kid, account_id, alg, private_der, public_jwk FROM issuer_keys WHERE account_id = ? AND alg = ?",
+        )
+        .bind(key.account_id.as_str())
+        .bind(&key.alg)
+        .fetch_one(&mut *tx)
+        .await?;
         tx.commit().await?;
         stored_key(&row)
     }
 
     async fn public_keys(&self) -> Result<Vec<StoredKey>> {
-        let rows = sqlx::query("SELECT kid, account_id, alg, X'' AS private_der, public_jwk FROM issuer_keys ORDER BY created_at, kid")
-            .fetch_all(&self.read)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT kid, account_id, alg, X'' AS private_der, public_jwk FROM issuer_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.read)
+        .await?;
         rows.iter().map(stored_key).collect()
     }
 
@@ -545,21 +669,17 @@ impl Store for SqliteStore {
     async fn create_license(&self, new: NewLicense, now: OffsetDateTime) -> Result<VersionOutcome> {
         let now_ms = to_millis(now);
         let issuer = new.arn.account().clone();
+        let key = Idempotency {
+            account: issuer.clone(),
+            operation: "CreateLicense",
+            client_token: new.client_token.clone(),
+            request_hash: new.request_hash.clone(),
+        };
         let mut tx = self.begin().await?;
-        if let Some(out) = idempotent_replay(
-            &mut tx,
-            &issuer,
-            "CreateLicense",
-            &new.client_token,
-            &new.request_hash,
-        )
-        .await?
-        {
-            return Ok(out);
+        if let Some(out) = replay(&mut tx, &key).await? {
+            return version_outcome(&out);
         }
-        let license = new
-            .body
-            .into_license(&new.arn, LicenseStatus::Available, 1, now);
+        let license = new.body.into_license(&new.arn, LicenseStatus::Available, 1, now);
         let doc = serde_json::to_string(&license).map_err(corrupt)?;
         sqlx::query(
             "INSERT INTO licenses (license_arn, issuer_account, issuer_name, beneficiary, beneficiary_account, product_sku, \
@@ -597,38 +717,23 @@ impl Store for SqliteStore {
             status: license.status,
             version: license.version.clone(),
         };
-        remember(
-            &mut tx,
-            &issuer,
-            "CreateLicense",
-            &new.client_token,
-            &new.request_hash,
-            &out,
-            now_ms,
-        )
-        .await?;
+        remember(&mut tx, &key, &version_json(&out), now_ms).await?;
         tx.commit().await?;
         Ok(out)
     }
 
     #[tracing::instrument(skip_all, fields(license = %new.arn))]
-    async fn create_license_version(
-        &self,
-        new: NewVersion,
-        now: OffsetDateTime,
-    ) -> Result<VersionOutcome> {
+    async fn create_license_version(&self, new: NewVersion, now: OffsetDateTime) -> Result<VersionOutcome> {
         let now_ms = to_millis(now);
+        let key = Idempotency {
+            account: new.caller.clone(),
+            operation: "CreateLicenseVersion",
+            client_token: new.client_token.clone(),
+            request_hash: new.request_hash.clone(),
+        };
         let mut tx = self.begin().await?;
-        if let Some(out) = idempotent_replay(
-            &mut tx,
-            &new.caller,
-            "CreateLicenseVersion",
-            &new.client_token,
-            &new.request_hash,
-        )
-        .await?
-        {
-            return Ok(out);
+        if let Some(out) = replay(&mut tx, &key).await? {
+            return version_outcome(&out);
         }
         let (current, _) = load_license(&mut tx, new.arn.as_str()).await?;
         if current.status == LicenseStatus::Deleted {
@@ -645,9 +750,9 @@ impl Store for SqliteStore {
                 )));
             }
         }
-        let license =
-            new.body
-                .into_license(&new.arn, new.status, current.version_number() + 1, now);
+        let license = new
+            .body
+            .into_license(&new.arn, new.status, current.version_number() + 1, now);
         write_version(&mut tx, &license, now_ms).await?;
         sync_usage(&mut tx, &license, new.reset_usage).await?;
         let out = VersionOutcome {
@@ -655,37 +760,27 @@ impl Store for SqliteStore {
             status: license.status,
             version: license.version.clone(),
         };
-        remember(
-            &mut tx,
-            &new.caller,
-            "CreateLicenseVersion",
-            &new.client_token,
-            &new.request_hash,
-            &out,
-            now_ms,
-        )
-        .await?;
+        remember(&mut tx, &key, &version_json(&out), now_ms).await?;
         tx.commit().await?;
         Ok(out)
     }
 
     async fn get_license(&self, arn: &str, version: Option<i64>) -> Result<Option<License>> {
-        let doc: Option<String> =
-            match version {
-                Some(v) => sqlx::query_scalar(
-                    "SELECT document FROM license_versions WHERE license_arn = ? AND version = ?",
-                )
-                .bind(arn)
-                .bind(v)
-                .fetch_optional(&self.read)
-                .await?,
-                None => {
-                    sqlx::query_scalar("SELECT document FROM licenses WHERE license_arn = ?")
-                        .bind(arn)
-                        .fetch_optional(&self.read)
-                        .await?
-                }
-            };
+        let doc: Option<String> = match version {
+            Some(v) => {
+                sqlx::query_scalar("SELECT document FROM license_versions WHERE license_arn = ? AND version = ?")
+                    .bind(arn)
+                    .bind(v)
+                    .fetch_optional(&self.read)
+                    .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT document FROM licenses WHERE license_arn = ?")
+                    .bind(arn)
+                    .fetch_optional(&self.read)
+                    .await?
+            }
+        };
         doc.as_deref().map(license_of).transpose()
     }
 
@@ -694,9 +789,12 @@ impl Store for SqliteStore {
         if let Some(a) = &q.issuer {
             b.push(" AND issuer_account = ").push_bind(a.to_string());
         }
-        if let Some(a) = &q.beneficiary_account {
-            b.push(" AND beneficiary_account = ")
-                .push_bind(a.to_string());
+        if let Some(a) = &q.received_by {
+            b.push(" AND (beneficiary_account = ")
+                .push_bind(a.to_string())
+                .push(" OR license_arn IN (SELECT license_arn FROM grants WHERE grantee_account = ")
+                .push_bind(a.to_string())
+                .push(" AND status NOT IN ('REJECTED', 'DELETED')))");
         }
         if !q.arns.is_empty() {
             b.push(" AND license_arn IN (");
@@ -726,39 +824,27 @@ impl Store for SqliteStore {
         }
         b.push(" ORDER BY seq LIMIT ").push_bind(q.limit as i64 + 1);
         let rows = b.build().fetch_all(&self.read).await?;
-        page(rows, q.limit, "seq")
+        page(rows, q.limit)
     }
 
-    async fn list_license_versions(
-        &self,
-        arn: &str,
-        after: Option<i64>,
-        limit: usize,
-    ) -> Result<Page<License>> {
+    async fn list_license_versions(&self, arn: &str, after: Option<i64>, limit: usize) -> Result<Page<License>> {
         let rows = sqlx::query(
-            "SELECT version, document FROM license_versions WHERE license_arn = ? AND version > ? ORDER BY version LIMIT ?",
+            "SELECT version AS seq, document FROM license_versions WHERE license_arn = ? AND version > ? ORDER BY version LIMIT ?",
         )
         .bind(arn)
         .bind(after.unwrap_or(0))
         .bind(limit as i64 + 1)
         .fetch_all(&self.read)
         .await?;
-        page(rows, limit, "version")
+        page(rows, limit)
     }
 
     #[tracing::instrument(skip(self))]
-    async fn delete_license(
-        &self,
-        arn: &LicenseArn,
-        source_version: &str,
-        now: OffsetDateTime,
-    ) -> Result<License> {
+    async fn delete_license(&self, arn: &LicenseArn, source_version: &str, now: OffsetDateTime) -> Result<License> {
         let mut tx = self.begin().await?;
         let (mut license, _) = load_license(&mut tx, arn.as_str()).await?;
         if license.status == LicenseStatus::Deleted {
-            return Err(StoreError::Conflict(format!(
-                "license {arn} is already deleted"
-            )));
+            return Err(StoreError::Conflict(format!("license {arn} is already deleted")));
         }
         if source_version != license.version {
             return Err(StoreError::Conflict(format!(
@@ -777,34 +863,47 @@ impl Store for SqliteStore {
     async fn checkout(&self, cmd: CheckoutCommand, now: OffsetDateTime) -> Result<Consumption> {
         let now_ms = to_millis(now);
         let mut tx = self.begin().await?;
-        let replay = sqlx::query(&format!(
-            "SELECT {CONSUMPTION_COLUMNS} FROM consumptions WHERE consumer_account = ? AND client_token = ?"
-        ))
-        .bind(cmd.caller.as_str())
-        .bind(&cmd.client_token)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = replay {
-            let hash: String = row.try_get("request_hash")?;
-            if hash != cmd.request_hash {
-                return Err(StoreError::Conflict(format!(
-                    "ClientToken '{}' was already used with a different CheckoutLicense request; use a new ClientToken for a new request",
-                    cmd.client_token
-                )));
-            }
-            return consumption_of(&row);
+        if let Some(c) = replay_checkout(
+            &mut tx,
+            &cmd.caller,
+            &cmd.client_token,
+            &cmd.request_hash,
+            "CheckoutLicense",
+        )
+        .await?
+        {
+            return Ok(c);
         }
-        let rows = sqlx::query("SELECT document, usage_epoch FROM licenses WHERE product_sku = ? AND key_fingerprint = ? ORDER BY seq")
-            .bind(&cmd.product_sku)
-            .bind(&cmd.key_fingerprint)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT document, usage_epoch FROM licenses WHERE product_sku = ? AND key_fingerprint = ? ORDER BY seq",
+        )
+        .bind(&cmd.product_sku)
+        .bind(&cmd.key_fingerprint)
+        .fetch_all(&mut *tx)
+        .await?;
         let mut reasons = Vec::new();
         let mut own_license_without_beneficiary = false;
         for row in &rows {
             let license = license_of(&row.try_get::<String, _>("document")?)?;
             let epoch: i64 = row.try_get("usage_epoch")?;
-            if !may_checkout(&license, &cmd.caller, cmd.beneficiary.as_deref()) {
+            if cmd
+                .only_license
+                .as_deref()
+                .is_some_and(|only| only != license.license_arn)
+            {
+                continue;
+            }
+            let direct = may_checkout(&license, &cmd.caller, cmd.beneficiary.as_deref());
+            if !direct
+                && (cmd.beneficiary.is_some()
+                    || !granted(
+                        &mut tx,
+                        &cmd.caller,
+                        &license.license_arn,
+                        AllowedOperation::CheckoutLicense,
+                    )
+                    .await?)
+            {
                 own_license_without_beneficiary |= cmd.beneficiary.is_none()
                     && LicenseArn::parse("LicenseArn", &license.license_arn)
                         .map(|a| a.account() == &cmd.caller)
@@ -822,49 +921,8 @@ impl Store for SqliteStore {
                     continue;
                 }
             };
-            expire_in(&mut tx, Some(&license.license_arn), now_ms, i64::MAX).await?;
-            let mut applied: Vec<&Draw> = Vec::new();
-            let mut short = None;
-            for d in &plan.draws {
-                let done = sqlx::query(
-                    "UPDATE entitlement_usage SET consumed = consumed + ?1 WHERE license_arn = ?2 AND name = ?3 \
-                     AND (overage = 1 OR max_count IS NULL OR consumed + ?1 <= max_count)",
-                )
-                .bind(d.amount)
-                .bind(&license.license_arn)
-                .bind(&d.name)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 1 {
-                    applied.push(d);
-                    continue;
-                }
-                let (consumed, max): (i64, Option<i64>) =
-                    sqlx::query_as("SELECT consumed, max_count FROM entitlement_usage WHERE license_arn = ? AND name = ?")
-                        .bind(&license.license_arn)
-                        .bind(&d.name)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                short = Some(format!(
-                    "entitlement '{}' of license {} is exhausted: {} of {} in use, {} requested",
-                    d.name,
-                    license.license_arn,
-                    consumed,
-                    max.unwrap_or(0),
-                    d.amount
-                ));
-                break;
-            }
-            if let Some(s) = short {
-                for d in applied {
-                    sqlx::query("UPDATE entitlement_usage SET consumed = consumed - ? WHERE license_arn = ? AND name = ?")
-                        .bind(d.amount)
-                        .bind(&license.license_arn)
-                        .bind(&d.name)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                reasons.push(s);
+            if let Some(short) = draw(&mut tx, &license, &plan, now_ms).await? {
+                reasons.push(short);
                 continue;
             }
             let c = Consumption {
@@ -881,29 +939,10 @@ impl Store for SqliteStore {
                 status: ConsumptionStatus::Active,
                 product_sku: license.product_sku.clone(),
                 key_fingerprint: license.issuer.key_fingerprint.clone(),
+                borrowed: false,
+                checkout_metadata: Vec::new(),
             };
-            sqlx::query(
-                "INSERT INTO consumptions (token, license_arn, consumer_account, client_token, request_hash, checkout_type, \
-                 allowed, draws, node_id, beneficiary, product_sku, key_fingerprint, issued_at, expires_at, status, usage_epoch) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?)",
-            )
-            .bind(&c.token)
-            .bind(&c.license_arn)
-            .bind(c.consumer.as_str())
-            .bind(&cmd.client_token)
-            .bind(&cmd.request_hash)
-            .bind(c.checkout_type.as_str())
-            .bind(serde_json::to_string(&c.allowed).map_err(corrupt)?)
-            .bind(serde_json::to_string(&c.draws).map_err(corrupt)?)
-            .bind(&c.node_id)
-            .bind(&c.beneficiary)
-            .bind(&c.product_sku)
-            .bind(&c.key_fingerprint)
-            .bind(now_ms)
-            .bind(to_millis(c.expires_at))
-            .bind(epoch)
-            .execute(&mut *tx)
-            .await?;
+            insert_consumption(&mut tx, &c, &cmd.client_token, &cmd.request_hash, epoch).await?;
             tx.commit().await?;
             return Ok(c);
         }
@@ -916,25 +955,99 @@ impl Store for SqliteStore {
             if own_license_without_beneficiary {
                 msg.push_str("; an issuer checking out its own license must name the beneficiary in Beneficiary");
             }
+            if cmd.only_license.is_some() {
+                msg.push_str(" through this access token");
+            }
             return Err(StoreError::NoEntitlements(msg));
         }
         Err(StoreError::NoEntitlements(reasons.join("; ")))
     }
 
-    #[tracing::instrument(skip(self, token))]
-    async fn check_in(&self, caller: &AccountId, token: &str, now: OffsetDateTime) -> Result<()> {
+    #[tracing::instrument(skip_all, fields(account = %cmd.caller, license = %cmd.license_arn))]
+    async fn checkout_borrow(&self, cmd: BorrowCommand, now: OffsetDateTime) -> Result<Consumption> {
+        let now_ms = to_millis(now);
         let mut tx = self.begin().await?;
-        let (c, epoch) = load_consumption(&mut tx, token).await?;
-        if &c.consumer != caller {
+        if let Some(c) = replay_checkout(
+            &mut tx,
+            &cmd.caller,
+            &cmd.client_token,
+            &cmd.request_hash,
+            "CheckoutBorrowLicense",
+        )
+        .await?
+        {
+            return Ok(c);
+        }
+        let (license, epoch) = load_license(&mut tx, &cmd.license_arn).await?;
+        let direct = license.beneficiary_account().as_ref() == Some(&cmd.caller);
+        if !direct
+            && !granted(
+                &mut tx,
+                &cmd.caller,
+                &license.license_arn,
+                AllowedOperation::CheckoutBorrowLicense,
+            )
+            .await?
+        {
             return Err(StoreError::AccessDenied(format!(
-                "the license consumption '{token}' belongs to another account"
+                "account {} may not borrow license {}: it is not the beneficiary and holds no ACTIVE grant allowing CheckoutBorrowLicense",
+                cmd.caller, license.license_arn
             )));
         }
-        let (license, _) = load_license(&mut tx, &c.license_arn).await?;
+        if let Some(r) = unavailable_reason(&license, now) {
+            return Err(StoreError::NoEntitlements(r));
+        }
+        let plan = match plan_borrow(&license, &cmd.entitlements) {
+            Ok(p) => p,
+            Err(BorrowRefusal::NotBorrowable(m)) => return Err(StoreError::Invalid(m)),
+            Err(BorrowRefusal::NotHeld(m)) => return Err(StoreError::EntitlementNotAllowed(m)),
+        };
+        if let Some(short) = draw(&mut tx, &license, &plan, now_ms).await? {
+            return Err(StoreError::NoEntitlements(short));
+        }
+        let c = Consumption {
+            token: cmd.token.clone(),
+            license_arn: license.license_arn.clone(),
+            consumer: cmd.caller.clone(),
+            checkout_type: CheckoutType::Provisional,
+            allowed: plan.allowed,
+            draws: plan.draws,
+            node_id: cmd.node_id.clone(),
+            beneficiary: None,
+            issued_at: now,
+            expires_at: consumption::borrow_expiry(&license, now),
+            status: ConsumptionStatus::Active,
+            product_sku: license.product_sku.clone(),
+            key_fingerprint: license.issuer.key_fingerprint.clone(),
+            borrowed: true,
+            checkout_metadata: cmd.metadata.clone(),
+        };
+        insert_consumption(&mut tx, &c, &cmd.client_token, &cmd.request_hash, epoch).await?;
+        tx.commit().await?;
+        Ok(c)
+    }
+
+    #[tracing::instrument(skip(self, token))]
+    async fn check_in(
+        &self,
+        caller: &AccountId,
+        token: &str,
+        only_license: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let (c, epoch) = load_consumption(&mut tx, token).await?;
+        let license = usable_consumption(&mut tx, caller, &c, only_license, AllowedOperation::CheckInLicense).await?;
         match check_in_refusal(&c, &license, now) {
             Some(CheckInRefusal::Perpetual) => {
                 return Err(StoreError::Invalid(format!(
                     "license consumption '{token}' is PERPETUAL: its units are consumed for good and cannot be checked in"
+                )))
+            }
+            Some(CheckInRefusal::EarlyCheckIn(until)) => {
+                return Err(StoreError::Invalid(format!(
+                    "license consumption '{token}' is borrowed until {until}, and license {} does not allow early check-in (BorrowConfiguration.AllowEarlyCheckIn is false)",
+                    c.license_arn
                 )))
             }
             Some(CheckInRefusal::NotActive(why)) => {
@@ -963,19 +1076,29 @@ impl Store for SqliteStore {
         &self,
         caller: &AccountId,
         token: &str,
+        only_license: Option<&str>,
         dry_run: bool,
         now: OffsetDateTime,
     ) -> Result<Consumption> {
         let mut tx = self.begin().await?;
         let (mut c, _) = load_consumption(&mut tx, token).await?;
-        if &c.consumer != caller {
-            return Err(StoreError::AccessDenied(format!(
-                "the license consumption '{token}' belongs to another account"
-            )));
-        }
+        let license = usable_consumption(
+            &mut tx,
+            caller,
+            &c,
+            only_license,
+            AllowedOperation::ExtendConsumptionLicense,
+        )
+        .await?;
         if c.checkout_type == CheckoutType::Perpetual {
             return Err(StoreError::Invalid(format!(
                 "license consumption '{token}' is PERPETUAL: it never returns to the pool, so there is nothing to extend"
+            )));
+        }
+        if c.borrowed {
+            return Err(StoreError::Invalid(format!(
+                "license consumption '{token}' is borrowed until {}; a borrow's term cannot be extended",
+                c.expiration_str()
             )));
         }
         match c.status {
@@ -998,7 +1121,6 @@ impl Store for SqliteStore {
             }
             ConsumptionStatus::Active => {}
         }
-        let (license, _) = load_license(&mut tx, &c.license_arn).await?;
         if let Some(r) = unavailable_reason(&license, now) {
             return Err(StoreError::Invalid(format!(
                 "cannot extend license consumption '{token}': {r}"
@@ -1020,10 +1142,12 @@ impl Store for SqliteStore {
     async fn license_usage(&self, arn: &str, now: OffsetDateTime) -> Result<Vec<EntitlementUsage>> {
         let mut tx = self.begin().await?;
         expire_in(&mut tx, Some(arn), to_millis(now), i64::MAX).await?;
-        let rows = sqlx::query("SELECT name, unit, consumed, max_count FROM entitlement_usage WHERE license_arn = ? ORDER BY rowid")
-            .bind(arn)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT name, unit, consumed, max_count FROM entitlement_usage WHERE license_arn = ? ORDER BY rowid",
+        )
+        .bind(arn)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         rows.iter()
             .map(|r| {
@@ -1042,6 +1166,61 @@ impl Store for SqliteStore {
         let n = expire_in(&mut tx, None, to_millis(now), 1000).await?;
         tx.commit().await?;
         Ok(n)
+    }
+
+    async fn create_grant(&self, new: NewGrant, now: OffsetDateTime) -> Result<GrantOutcome> {
+        grants::create_grant(self, new, now).await
+    }
+
+    async fn get_grant(&self, arn: &str, version: Option<i64>) -> Result<Option<Grant>> {
+        grants::get_grant(&self.read, arn, version).await
+    }
+
+    async fn update_grant(
+        &self,
+        next: Grant,
+        expected_version: &str,
+        idempotency: Option<Idempotency>,
+        now: OffsetDateTime,
+    ) -> Result<GrantOutcome> {
+        grants::update_grant(self, next, expected_version, idempotency, now).await
+    }
+
+    async fn list_grants(&self, query: &GrantQuery) -> Result<Page<Grant>> {
+        grants::list_grants(&self.read, query).await
+    }
+
+    async fn grant_chains(&self, grantee: &AccountId, license_arn: &str) -> Result<Vec<Vec<Grant>>> {
+        let mut conn = self.read.acquire().await?;
+        grants::chains(&mut conn, grantee, license_arn).await
+    }
+
+    async fn create_token(
+        &self,
+        record: TokenRecord,
+        idempotency: Idempotency,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord> {
+        grants::create_token(self, record, idempotency, now).await
+    }
+
+    async fn get_token(&self, token_id: &str) -> Result<Option<TokenRecord>> {
+        grants::get_token(&self.read, token_id).await
+    }
+
+    async fn list_tokens(
+        &self,
+        account: &AccountId,
+        ids: &[String],
+        license_arns: &[String],
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Page<TokenRecord>> {
+        grants::list_tokens(&self.read, account, ids, license_arns, after, limit).await
+    }
+
+    async fn delete_token(&self, account: &AccountId, token_id: &str, now: OffsetDateTime) -> Result<()> {
+        grants::delete_token(self, account, token_id, now).await
     }
 
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<()> {
@@ -1097,16 +1276,6 @@ fn stored_key(r: &SqliteRow) -> Result<StoredKey> {
     })
 }
 
-fn page(rows: Vec<SqliteRow>, limit: usize, pos: &str) -> Result<Page<License>> {
-    let more = rows.len() > limit;
-    let mut items = Vec::with_capacity(rows.len().min(limit));
-    let mut last = None;
-    for r in rows.iter().take(limit) {
-        last = Some(r.try_get::<i64, _>(pos)?);
-        items.push(license_of(&r.try_get::<String, _>("document")?)?);
-    }
-    Ok(Page {
-        items,
-        next: if more { last } else { None },
-    })
+fn page(rows: Vec<SqliteRow>, limit: usize) -> Result<Page<License>> {
+    grants::paged(rows, limit, |r| license_of(&r.try_get::<String, _>("document")?))
 }
