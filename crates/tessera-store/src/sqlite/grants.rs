@@ -78,7 +78,7 @@ pub(super) async fn chains_in(
     grantee: &AccountId,
     license_arn: &str,
 ) -> Result<Vec<Vec<Grant>>> {
-    chains(&mut **tx, grantee, license_arn).await
+    chains(tx, grantee, license_arn).await
 }
 
 async fn write_grant_version(tx: &mut Transaction<'_, Sqlite>, g: &Grant, now_ms: i64) -> Result<()> {

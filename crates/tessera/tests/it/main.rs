@@ -5,4 +5,5 @@ mod helpers;
 
 mod auth;
 mod consumption;
+mod grants;
 mod licenses;
