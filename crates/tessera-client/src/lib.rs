@@ -69,9 +69,18 @@ impl Client {
         self.call_raw(op, body.to_string()).await
     }
 
+    /// Calls one of Tessera's own operations (`X-Amz-Target: Tessera.<op>`),
+    /// such as `RegisterEnvironment`, with the same signing and error shapes.
+    pub async fn call_tessera(&self, op: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(format!("Tessera.{op}"), body.to_string()).await
+    }
+
     /// Calls an operation with a body sent as is, even if it is not JSON.
     pub async fn call_raw(&self, op: &str, payload: String) -> Result<Value, ClientError> {
-        let target = format!("AWSLicenseManager.{op}");
+        self.send(format!("AWSLicenseManager.{op}"), payload).await
+    }
+
+    async fn send(&self, target: String, payload: String) -> Result<Value, ClientError> {
         let headers = vec![
             ("content-type".to_string(), "application/x-amz-json-1.1".to_string()),
             ("host".to_string(), self.host.clone()),

@@ -4,6 +4,8 @@
 //! EdDSA, `kid` naming the key); public keys are published as a JWKS, so any
 //! JWT library can verify a token without calling the server.
 
+pub mod product_key;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
