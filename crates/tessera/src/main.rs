@@ -1,7 +1,9 @@
 //! The `tessera` binary: parses the command line and calls into the crates.
 
 mod admin;
+mod agent;
 mod bench;
+mod env;
 mod profile;
 mod verify;
 
@@ -41,6 +43,14 @@ enum Command {
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Vendor side of BYOC: register environments and split a license's AKU across them.
+    #[command(subcommand)]
+    Env(env::EnvCommand),
+    /// Vendor side of BYOC: issue, publish and inspect product keys.
+    #[command(subcommand)]
+    ProductKey(env::ProductKeyCommand),
+    /// Customer side of BYOC: the environment agent and its commands.
+    Agent(agent::AgentArgs),
 }
 
 /// Where the data lives: the data directory, or an explicit database URL.
@@ -163,6 +173,9 @@ async fn main() -> std::process::ExitCode {
         Command::Key(c) => admin::key(c).await,
         Command::Token(c) => verify::run(c).await,
         Command::Bench(c) => bench::run(c).await,
+        Command::Env(c) => env::run_env(c).await,
+        Command::ProductKey(c) => env::run_product_key(c).await,
+        Command::Agent(a) => agent::run(a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
