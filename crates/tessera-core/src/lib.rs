@@ -9,6 +9,7 @@ mod macros;
 
 pub mod clock;
 pub mod consumption;
+pub mod environment;
 pub mod grant;
 pub mod ids;
 pub mod license;

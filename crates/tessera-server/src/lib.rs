@@ -8,6 +8,7 @@ pub mod aws;
 pub mod clock;
 pub mod error;
 pub mod keys;
+pub mod native;
 
 use std::future::Future;
 use std::sync::Arc;

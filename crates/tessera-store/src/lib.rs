@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use tessera_core::consumption::{Consumption, EntitlementData};
+use tessera_core::environment::Environment;
 use tessera_core::grant::{Grant, GrantStatus};
 use tessera_core::license::{CheckoutType, License, LicenseBody, LicenseStatus, Metadata, Tag};
 use tessera_core::{AccountId, LicenseArn};
@@ -292,6 +293,38 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Page<TokenRecord>>;
     async fn delete_token(&self, account: &AccountId, token_id: &str, now: OffsetDateTime) -> Result<()>;
+
+    // BYOC environments.
+    /// Registers an environment; its allocation is checked against the license atomically.
+    async fn register_environment(
+        &self,
+        account: &AccountId,
+        env: Environment,
+        now: OffsetDateTime,
+    ) -> Result<Environment>;
+    /// Changes an allocation: never above what the license has left, never below what is in use.
+    async fn allocate_environment(
+        &self,
+        account: &AccountId,
+        environment_id: &str,
+        aku: i64,
+        now: OffsetDateTime,
+    ) -> Result<Environment>;
+    async fn get_environment(&self, account: &AccountId, environment_id: &str) -> Result<Option<Environment>>;
+    /// Environments with their owning account, optionally filtered.
+    async fn list_environments(
+        &self,
+        account: Option<&AccountId>,
+        environment_id: Option<&str>,
+        license_arn: Option<&str>,
+    ) -> Result<Vec<(AccountId, Environment)>>;
+    async fn report_environment_usage(
+        &self,
+        account: &AccountId,
+        environment_id: &str,
+        aku_in_use: i64,
+        now: OffsetDateTime,
+    ) -> Result<Environment>;
 
     // Tags.
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<()>;

@@ -16,7 +16,7 @@ pub enum TokenCommand {
     },
 }
 
-async fn load_jwks(src: &str) -> anyhow::Result<Jwks> {
+pub async fn load_jwks(src: &str) -> anyhow::Result<Jwks> {
     let text = if src.starts_with("http://") || src.starts_with("https://") {
         reqwest::get(src)
             .await

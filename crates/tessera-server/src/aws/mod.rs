@@ -73,6 +73,15 @@ pub async fn handle(
         }
         let caller = authenticate(&state, &method, &uri, &headers, &body).await?;
         tracing::Span::current().record("account", caller.account.as_str());
+        if let Some(op) = target.strip_prefix(crate::native::TARGET_PREFIX) {
+            if caller.license.is_some() {
+                return Err(ApiError::AccessDenied(format!(
+                    "an access token may call only {}; sign {op} with an access key",
+                    BEARER_OPERATIONS.join(", ")
+                )));
+            }
+            return crate::native::dispatch(&state, &caller, op, parse_body(&body)?).await;
+        }
         let op = target.strip_prefix(TARGET_PREFIX).ok_or_else(|| {
             ApiError::UnknownOperation(format!(
                 "X-Amz-Target '{target}' does not name an operation; expected {TARGET_PREFIX}<Operation>"
@@ -230,7 +239,7 @@ async fn dispatch(state: &SharedState, caller: &Caller, op: &str, input: Value) 
 }
 
 /// Deserializes an operation's input; type mismatches are SerializationException, as in AWS.
-fn parse<T: DeserializeOwned>(v: Value) -> ApiResult<T> {
+pub(crate) fn parse<T: DeserializeOwned>(v: Value) -> ApiResult<T> {
     serde_json::from_value(v)
         .map_err(|e| ApiError::Serialization(format!("the request does not match the operation's shape: {e}")))
 }
@@ -245,7 +254,7 @@ fn request_hash(v: &Value) -> String {
     hex::encode(Sha256::digest(v.to_string().as_bytes()))
 }
 
-fn required<T>(field: &str, v: Option<T>) -> ApiResult<T> {
+pub(crate) fn required<T>(field: &str, v: Option<T>) -> ApiResult<T> {
     v.ok_or_else(|| ApiError::Validation(format!("{field}: is required")))
 }
 

@@ -18,6 +18,7 @@ use tessera_core::consumption::{
     self, check_in_refusal, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal,
     CheckInRefusal, CheckoutPlan, Consumption, ConsumptionStatus, Draw,
 };
+use tessera_core::environment::Environment;
 use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
 use tessera_core::license::{CheckoutType, License, LicenseStatus, Tag};
 use tessera_core::timefmt::{from_millis, to_millis};
@@ -29,6 +30,7 @@ use crate::{
     VersionOutcome,
 };
 
+mod environments;
 mod grants;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1221,6 +1223,48 @@ impl Store for SqliteStore {
 
     async fn delete_token(&self, account: &AccountId, token_id: &str, now: OffsetDateTime) -> Result<()> {
         grants::delete_token(self, account, token_id, now).await
+    }
+
+    async fn register_environment(
+        &self,
+        account: &AccountId,
+        env: Environment,
+        now: OffsetDateTime,
+    ) -> Result<Environment> {
+        environments::register(self, account, env, now).await
+    }
+
+    async fn allocate_environment(
+        &self,
+        account: &AccountId,
+        environment_id: &str,
+        aku: i64,
+        now: OffsetDateTime,
+    ) -> Result<Environment> {
+        environments::allocate(self, account, environment_id, aku, now).await
+    }
+
+    async fn get_environment(&self, account: &AccountId, environment_id: &str) -> Result<Option<Environment>> {
+        environments::get(&self.read, account, environment_id).await
+    }
+
+    async fn list_environments(
+        &self,
+        account: Option<&AccountId>,
+        environment_id: Option<&str>,
+        license_arn: Option<&str>,
+    ) -> Result<Vec<(AccountId, Environment)>> {
+        environments::list(&self.read, account, environment_id, license_arn).await
+    }
+
+    async fn report_environment_usage(
+        &self,
+        account: &AccountId,
+        environment_id: &str,
+        aku_in_use: i64,
+        now: OffsetDateTime,
+    ) -> Result<Environment> {
+        environments::report(self, account, environment_id, aku_in_use, now).await
     }
 
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<()> {

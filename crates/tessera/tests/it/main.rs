@@ -5,5 +5,6 @@ mod helpers;
 
 mod auth;
 mod consumption;
+mod environments;
 mod grants;
 mod licenses;
