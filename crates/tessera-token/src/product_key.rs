@@ -61,8 +61,8 @@ pub fn decode(key: &str) -> Result<(ProductKeyBody, String), ProductKeyError> {
         Some(serde_json::Value::String(s)) => s,
         _ => return Err(ProductKeyError::Malformed("it has no signature".into())),
     };
-    let body: ProductKeyBody = serde_json::from_value(serde_json::Value::Object(v))
-        .map_err(|e| ProductKeyError::Malformed(e.to_string()))?;
+    let body: ProductKeyBody =
+        serde_json::from_value(serde_json::Value::Object(v)).map_err(|e| ProductKeyError::Malformed(e.to_string()))?;
     Ok((body, sig))
 }
 
@@ -87,7 +87,8 @@ pub fn verify(key: &str, trusted: &Jwks) -> Result<ProductKeyBody, ProductKeyErr
         .map(|b| Signature::from_bytes(&b))
         .ok_or(ProductKeyError::BadSignature)?;
     let msg = serde_json::to_string(&body).map_err(|e| ProductKeyError::Malformed(e.to_string()))?;
-    vk.verify(msg.as_bytes(), &sig).map_err(|_| ProductKeyError::BadSignature)?;
+    vk.verify(msg.as_bytes(), &sig)
+        .map_err(|_| ProductKeyError::BadSignature)?;
     Ok(body)
 }
 
@@ -117,7 +118,9 @@ mod tests {
         let key = IssuerKey::generate("111111111111");
         let pk = issue(&body(key.kid()), &key);
         assert!(pk.starts_with("eyJpbnN0YWxsSWQiOi"), "{pk}");
-        let trusted = Jwks { keys: vec![key.public_jwk()] };
+        let trusted = Jwks {
+            keys: vec![key.public_jwk()],
+        };
         assert_eq!(verify(&pk, &trusted).unwrap(), body(key.kid()));
     }
 
@@ -125,14 +128,18 @@ mod tests {
     fn any_change_is_detected() {
         let key = IssuerKey::generate("111111111111");
         let pk = issue(&body(key.kid()), &key);
-        let trusted = Jwks { keys: vec![key.public_jwk()] };
+        let trusted = Jwks {
+            keys: vec![key.public_jwk()],
+        };
         let text = String::from_utf8(STANDARD.decode(&pk).unwrap()).unwrap();
         let tampered = STANDARD.encode(text.replace("\"aku\":100", "\"aku\":900"));
         assert_eq!(verify(&tampered, &trusted), Err(ProductKeyError::BadSignature));
         let extra = STANDARD.encode(text.replacen('{', "{\"bonus\":1,", 1));
         assert!(matches!(verify(&extra, &trusted), Err(ProductKeyError::Malformed(_))));
         assert!(matches!(verify("%%%", &trusted), Err(ProductKeyError::Malformed(_))));
-        let stranger = Jwks { keys: vec![IssuerKey::generate("222222222222").public_jwk()] };
+        let stranger = Jwks {
+            keys: vec![IssuerKey::generate("222222222222").public_jwk()],
+        };
         assert!(matches!(verify(&pk, &stranger), Err(ProductKeyError::UntrustedKey(_))));
     }
 }
