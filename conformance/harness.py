@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -50,6 +51,22 @@ ACCOUNT_RE = re.compile(r"^[0-9]{12}$")
 
 def license_arn_re(account_id: str) -> re.Pattern:
     return re.compile(rf"^arn:aws:license-manager::{account_id}:license:l-[0-9a-f]{{32}}$")
+
+
+def grant_arn_re(account_id: str) -> re.Pattern:
+    return re.compile(rf"^arn:aws:license-manager::{account_id}:grant:g-[0-9a-f]{{32}}$")
+
+
+# Every AllowedOperation, in the model's order (note ExtendConsumptionLicense).
+ALL_OPERATIONS = [
+    "CreateGrant",
+    "CheckoutLicense",
+    "CheckoutBorrowLicense",
+    "CheckInLicense",
+    "ExtendConsumptionLicense",
+    "ListPurchasedLicenses",
+    "CreateToken",
+]
 
 
 def tessera_bin() -> Path:
@@ -403,6 +420,18 @@ def license_request(*, beneficiary: str, sku: Optional[str] = None, name: Option
 NO_END = _NO
 
 
+def borrowable(*, allow_early_check_in: bool = True, ttl_minutes: int = 60,
+               provisional_ttl: Optional[int] = None) -> dict:
+    """A ConsumptionConfiguration with a BorrowConfiguration (and optionally a
+    ProvisionalConfiguration too, so that plain checkouts work as well)."""
+    c: dict = {"RenewType": "None",
+               "BorrowConfiguration": {"AllowEarlyCheckIn": allow_early_check_in,
+                                       "MaxTimeToLiveInMinutes": ttl_minutes}}
+    if provisional_ttl is not None:
+        c["ProvisionalConfiguration"] = {"MaxTimeToLiveInMinutes": provisional_ttl}
+    return c
+
+
 def create_license(client, **kw) -> tuple[str, dict]:
     req = license_request(**kw)
     resp = client.create_license(**req)
@@ -443,6 +472,67 @@ def checkout(client, sku: str, fp: str, *, value: Optional[int] = 1, name: str =
     kw.setdefault("ClientToken", token())
     return client.checkout_license(ProductSKU=sku, CheckoutType=checkout_type, KeyFingerprint=fp,
                                    Entitlements=entitlements, **kw)
+
+
+def borrow(client, arn: str, *, value: Optional[int] = 1, name: str = "Seats", unit: str = "Count",
+           entitlements: Optional[list] = None, method: str = "JWT_PS384", **kw) -> dict:
+    if entitlements is None:
+        e = {"Name": name, "Unit": unit}
+        if value is not None:
+            e["Value"] = str(value)
+        entitlements = [e]
+    kw.setdefault("ClientToken", token())
+    return client.checkout_borrow_license(LicenseArn=arn, Entitlements=entitlements,
+                                          DigitalSignatureMethod=method, **kw)
+
+
+# ---- grants
+
+
+def principal(who) -> str:
+    """An Account, or an account ID, as the principal a grant names."""
+    acct = who.account_id if isinstance(who, Account) else who
+    return f"arn:aws:iam::{acct}:root"
+
+
+def create_grant(client, license_arn: str, grantee, ops: Iterable[str], *, name: Optional[str] = None,
+                 **kw) -> dict:
+    kw.setdefault("ClientToken", token())
+    kw.setdefault("HomeRegion", REGION)
+    return client.create_grant(GrantName=name or f"grant-{uuid.uuid4().hex[:8]}", LicenseArn=license_arn,
+                               Principals=[principal(grantee)], AllowedOperations=list(ops), **kw)
+
+
+def set_grant_status(client, grant_arn: str, status: str, **kw) -> dict:
+    """CreateGrantVersion with a new Status (the grantee's activate/deactivate)."""
+    kw.setdefault("ClientToken", token())
+    return client.create_grant_version(GrantArn=grant_arn, Status=status, **kw)
+
+
+def accept_and_activate(client, grant_arn: str) -> dict:
+    accepted = client.accept_grant(GrantArn=grant_arn)
+    assert accepted["Status"] == "DISABLED", accepted
+    return set_grant_status(client, grant_arn, "ACTIVE", SourceVersion=accepted["Version"])
+
+
+def active_grant(grantor_client, grantee_client, license_arn: str, grantee, ops: Iterable[str], **kw) -> str:
+    """A grant created by the grantor, accepted and activated by the grantee: its ARN."""
+    arn = create_grant(grantor_client, license_arn, grantee, ops, **kw)["GrantArn"]
+    out = accept_and_activate(grantee_client, arn)
+    assert out["Status"] == "ACTIVE", out
+    return arn
+
+
+def get_grant(client, grant_arn: str, version: Optional[str] = None) -> dict:
+    kw = {"Version": version} if version is not None else {}
+    return client.get_grant(GrantArn=grant_arn, **kw)["Grant"]
+
+
+def received(client, license_arn: str) -> Optional[dict]:
+    """The caller's ListReceivedLicenses entry for one license, or None."""
+    got = client.list_received_licenses(LicenseArns=[license_arn])["Licenses"]
+    assert len(got) <= 1, got
+    return got[0] if got else None
 
 
 def usage(client, arn: str) -> dict:
@@ -558,5 +648,82 @@ def assert_wire_error(resp: requests.Response, code: str) -> dict:
     return body
 
 
+def bearer_post(url: str, operation: str, body: dict, access_token: str) -> requests.Response:
+    """An awsJson1_1 request authenticated by `Authorization: Bearer <access token>`."""
+    headers = {"Content-Type": JSON_CT, "X-Amz-Target": TARGET_PREFIX + operation,
+               "Authorization": f"Bearer {access_token}"}
+    return requests.post(url + "/", data=json.dumps(body).encode(), headers=headers, timeout=15)
+
+
+def bearer_ok(resp: requests.Response) -> dict:
+    assert resp.status_code == 200, f"HTTP {resp.status_code}: {resp.text[:300]}"
+    return resp.json()
+
+
+def get_jwks(server: "TesseraServer") -> dict:
+    r = requests.get(server.url + "/.well-known/jwks.json", timeout=5)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def ids(items: Iterable[dict], key: str = "LicenseArn") -> list:
     return [i[key] for i in items]
+
+
+# --------------------------------------------------------------------------
+# the AWS CLI v1, with profiles written by `tessera account create --aws-profile`
+
+
+def _shim(bin_dir: Path, name: str, body: str) -> None:
+    p = bin_dir / name
+    p.write_text("#!/bin/sh\n" + body + "\n")
+    p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+class Cli:
+    """Runs `aws` (the AWS CLI v1 of this interpreter's environment) with private
+    AWS config and credentials files, so that the profiles written by `tessera
+    account create --aws-profile` are the only ones it sees."""
+
+    def __init__(self, server: "TesseraServer", tmp: Path):
+        self.server = server
+        bin_dir = tmp / "bin"
+        bin_dir.mkdir()
+        py = sys.executable
+        # uuidgen is not on every machine; the seed script calls it.
+        _shim(bin_dir, "aws", f'exec "{py}" -m awscli "$@"')
+        _shim(bin_dir, "uuidgen", f'exec "{py}" -c "import uuid; print(uuid.uuid4())"')
+        self.config = tmp / "aws-config"
+        self.credentials = tmp / "aws-credentials"
+        self.env = clean_env({
+            "AWS_CONFIG_FILE": str(self.config),
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.credentials),
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "TZ": "UTC",
+            "PYTHONWARNINGS": "ignore",
+        })
+
+    def account(self, name: str, profile: Optional[str] = None) -> Account:
+        """A new account whose AWS CLI profile (named `profile`, default `name`) points at the server."""
+        return self.server.create_account(name, aws_profile=profile or name, env=self.env)
+
+    def run(self, args: list, *, profile: str, extra_env: Optional[dict] = None) -> subprocess.CompletedProcess:
+        env = dict(self.env, AWS_PROFILE=profile, **(extra_env or {}))
+        return subprocess.run(args, capture_output=True, text=True, env=env, timeout=120,
+                              stdin=subprocess.DEVNULL)
+
+    def aws(self, *args: str, profile: str) -> dict:
+        cp = self.run(["aws", "--profile", profile, "--output", "json", *args], profile=profile)
+        assert cp.returncode == 0, f"aws {' '.join(args)} exited {cp.returncode}\n{cp.stderr}"
+        return json.loads(cp.stdout) if cp.stdout.strip() else {}
+
+    def aws_fails(self, *args: str, profile: str) -> subprocess.CompletedProcess:
+        cp = self.run(["aws", "--profile", profile, "--output", "json", *args], profile=profile)
+        assert cp.returncode != 0, f"aws {' '.join(args)} should have failed:\n{cp.stdout}"
+        return cp
+
+    def script(self, path: Path, *, profile: str, **env) -> dict:
+        """Runs a shell script under `profile`; its stdout is JSON."""
+        cp = self.run(["bash", str(path)], profile=profile, extra_env=env)
+        assert cp.returncode == 0, f"{path.name} exited {cp.returncode}\nstdout: {cp.stdout}\nstderr: {cp.stderr}"
+        return json.loads(cp.stdout)

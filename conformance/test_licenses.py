@@ -17,6 +17,7 @@ from harness import (
     ids,
     license_arn_re,
     license_request,
+    list_all,
     parse_iso,
     provisional,
     tier,
@@ -197,7 +198,7 @@ def test_list_received_licenses(world):
         assert md["ReceivedStatus"] == "ACTIVE"
         assert isinstance(md["AllowedOperations"], list) and "CheckoutLicense" in md["AllowedOperations"]
     # unfiltered listing includes them too
-    assert {by_id, by_arn} <= set(ids(world.c.list_received_licenses(MaxResults=100)["Licenses"]))
+    assert {by_id, by_arn} <= set(ids(list_all(world.c.list_received_licenses, "Licenses", page_size=100)))
     # the issuer and a stranger did not receive them
     assert world.v.list_received_licenses(Filters=[{"Name": "ProductSKU", "Values": [sku]}])["Licenses"] == []
     assert world.s.list_received_licenses(Filters=[{"Name": "ProductSKU", "Values": [sku]}])["Licenses"] == []

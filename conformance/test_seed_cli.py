@@ -9,66 +9,14 @@ from __future__ import annotations
 
 import configparser
 import datetime as dt
-import json
-import os
-import stat
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from harness import REGION, clean_env, license_arn_re, parse_iso
+from harness import REGION, Cli, license_arn_re, parse_iso
 
 SEED_DIR = Path(__file__).resolve().parent / "seed"
-
-
-def _shim(bin_dir: Path, name: str, body: str) -> None:
-    p = bin_dir / name
-    p.write_text("#!/bin/sh\n" + body + "\n")
-    p.chmod(p.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-
-
-class Cli:
-    def __init__(self, server, tmp: Path):
-        self.server = server
-        bin_dir = tmp / "bin"
-        bin_dir.mkdir()
-        py = sys.executable
-        # `aws` is the AWS CLI v1 of this interpreter's environment; uuidgen is
-        # not on every machine, the seed script calls it.
-        _shim(bin_dir, "aws", f'exec "{py}" -m awscli "$@"')
-        _shim(bin_dir, "uuidgen", f'exec "{py}" -c "import uuid; print(uuid.uuid4())"')
-        self.config = tmp / "aws-config"
-        self.credentials = tmp / "aws-credentials"
-        self.env = clean_env({
-            "AWS_CONFIG_FILE": str(self.config),
-            "AWS_SHARED_CREDENTIALS_FILE": str(self.credentials),
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-            "TZ": "UTC",
-            "PYTHONWARNINGS": "ignore",
-        })
-
-    def run(self, args: list, *, profile: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-        env = dict(self.env, AWS_PROFILE=profile, **(extra_env or {}))
-        return subprocess.run(args, capture_output=True, text=True, env=env, timeout=120,
-                              stdin=subprocess.DEVNULL)
-
-    def aws(self, *args: str, profile: str) -> dict:
-        cp = self.run(["aws", "--profile", profile, "--output", "json", *args], profile=profile)
-        assert cp.returncode == 0, f"aws {' '.join(args)} exited {cp.returncode}\n{cp.stderr}"
-        return json.loads(cp.stdout) if cp.stdout.strip() else {}
-
-    def aws_fails(self, *args: str, profile: str) -> subprocess.CompletedProcess:
-        cp = self.run(["aws", "--profile", profile, "--output", "json", *args], profile=profile)
-        assert cp.returncode != 0, f"aws {' '.join(args)} should have failed:\n{cp.stdout}"
-        return cp
-
-    def script(self, name: str, *, profile: str, **env) -> dict:
-        cp = self.run(["bash", str(SEED_DIR / name)], profile=profile, extra_env=env)
-        assert cp.returncode == 0, f"{name} exited {cp.returncode}\nstdout: {cp.stdout}\nstderr: {cp.stderr}"
-        return json.loads(cp.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +49,7 @@ def test_seed_script_end_to_end(server, cli):
     product_id = str(uuid.uuid4())
 
     # --- the vendor runs the seller guide's script, unchanged
-    created = cli.script("create-test-license.sh", profile="seed-vendor",
+    created = cli.script(SEED_DIR / "create-test-license.sh", profile="seed-vendor",
                          PRODUCT_ID=product_id, BENEFICIARY_ACCOUNT_ID=customer.account_id)
     arn = created["LicenseArn"]
     assert license_arn_re(vendor.account_id).match(arn), created
@@ -128,7 +76,7 @@ def test_seed_script_end_to_end(server, cli):
     parse_iso(lic["CreateTime"])
 
     # --- the customer runs the checkout command from the guide
-    out = cli.script("checkout-license.sh", profile="seed-customer",
+    out = cli.script(SEED_DIR / "checkout-license.sh", profile="seed-customer",
                      PRODUCT_ID=product_id, VENDOR_ACCOUNT_ID=vendor.account_id)
     assert out["CheckoutType"] == "PROVISIONAL"
     assert out["LicenseArn"] == arn
