@@ -81,12 +81,14 @@ impl Grant {
 }
 
 /// Whether a grant, together with the chain of grants it was re-granted from
-/// (`chain[0]` is the caller's grant, then its parent, ...), permits `op` now.
+/// (`chain[0]` is the caller's grant, then its parent, ...), permits `op` now:
+/// every grant in the chain must be ACTIVE and allow it, so narrowing a grant
+/// narrows every grant made from it.
 pub fn chain_permits(chain: &[Grant], op: AllowedOperation) -> bool {
-    match chain.first() {
-        Some(g) => g.allows(op) && chain.iter().all(|g| g.grant_status == GrantStatus::Active),
-        None => false,
-    }
+    !chain.is_empty()
+        && chain
+            .iter()
+            .all(|g| g.grant_status == GrantStatus::Active && g.allows(op))
 }
 
 /// Validates AllowedOperations: 1 to 8 distinct operations.
@@ -352,6 +354,14 @@ mod tests {
             AllowedOperation::CheckoutLicense
         ));
         parent.grant_status = GrantStatus::Active;
-        assert!(chain_permits(&[child, parent], AllowedOperation::CheckoutLicense));
+        assert!(chain_permits(
+            &[child.clone(), parent.clone()],
+            AllowedOperation::CheckoutLicense
+        ));
+        parent.granted_operations = vec![AllowedOperation::CreateGrant];
+        assert!(
+            !chain_permits(&[child, parent], AllowedOperation::CheckoutLicense),
+            "a narrowed parent narrows the child"
+        );
     }
 }

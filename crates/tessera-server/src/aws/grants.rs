@@ -69,15 +69,21 @@ pub async fn create_grant(state: &SharedState, caller: &AccountId, v: Value) -> 
         .get_license(&arn_s, None)
         .await?
         .ok_or_else(|| ApiError::ResourceNotFound(format!("license {arn_s} does not exist")))?;
+    if license.status == tessera_core::license::LicenseStatus::Deleted {
+        return Err(ApiError::Conflict(format!(
+            "license {arn_s} is deleted; it can no longer be granted"
+        )));
+    }
     if region != license.home_region {
         return Err(ApiError::Validation(format!(
             "HomeRegion: grants of license {arn_s} are made in its home region, {}",
             license.home_region
         )));
     }
-    // The issuer grants from the license itself; a grantee re-grants from an
-    // ACTIVE grant that allows CreateGrant, and cannot hand on more than it holds.
-    let parent_arn = if license_arn.account() == caller {
+    // The issuer and the beneficiary (a buyer distributing what it bought) grant
+    // from the license itself; a grantee re-grants from an ACTIVE grant that
+    // allows CreateGrant, and cannot hand on more than it holds.
+    let parent_arn = if license_arn.account() == caller || license.beneficiary_account().as_ref() == Some(caller) {
         arn_s.clone()
     } else {
         let chains = state.store.grant_chains(caller, &arn_s).await?;

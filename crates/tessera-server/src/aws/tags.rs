@@ -1,4 +1,5 @@
-//! TagResource, UntagResource and ListTagsForResource (on licenses).
+//! TagResource, UntagResource and ListTagsForResource, on licenses (their
+//! issuer's) and grants (their grantor's).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -8,6 +9,7 @@ use tessera_core::{validate, AccountId};
 use super::{owned_license, parse, required};
 use crate::error::{ApiError, ApiResult};
 use crate::SharedState;
+use tessera_core::GrantArn;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -17,11 +19,30 @@ struct TagInputs {
     tag_keys: Option<Vec<String>>,
 }
 
+/// Checks that `caller` owns the tagged resource.
+async fn owned_resource(state: &SharedState, caller: &AccountId, arn: &str) -> ApiResult<()> {
+    if arn.contains(":grant:") {
+        let parsed = GrantArn::parse("ResourceArn", arn)?;
+        state
+            .store
+            .get_grant(arn, None)
+            .await?
+            .ok_or_else(|| ApiError::ResourceNotFound(format!("grant {arn} does not exist")))?;
+        if parsed.account() != caller {
+            return Err(ApiError::AccessDenied(format!(
+                "account {caller} may not tag grant {arn}: only its grantor may"
+            )));
+        }
+        return Ok(());
+    }
+    owned_license(state, caller, "ResourceArn", arn).await.map(|_| ())
+}
+
 pub async fn tag_resource(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
     let input: TagInputs = parse(v)?;
     let arn = required("ResourceArn", input.resource_arn)?;
     let tags = validate_tags("Tags", &required("Tags", input.tags)?)?;
-    owned_license(state, caller, "ResourceArn", &arn).await?;
+    owned_resource(state, caller, &arn).await?;
     let existing = state.store.list_tags(&arn).await?;
     let added = tags.iter().filter(|t| !existing.iter().any(|e| e.key == t.key)).count();
     if existing.len() + added > limits::TAGS {
@@ -42,7 +63,7 @@ pub async fn untag_resource(state: &SharedState, caller: &AccountId, v: Value) -
     for (i, k) in keys.iter().enumerate() {
         validate::text(&format!("TagKeys[{i}]"), k, limits::TAG_KEY)?;
     }
-    owned_license(state, caller, "ResourceArn", &arn).await?;
+    owned_resource(state, caller, &arn).await?;
     state.store.untag_resource(&arn, &keys).await?;
     Ok(json!({}))
 }
@@ -50,7 +71,7 @@ pub async fn untag_resource(state: &SharedState, caller: &AccountId, v: Value) -
 pub async fn list_tags_for_resource(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
     let input: TagInputs = parse(v)?;
     let arn = required("ResourceArn", input.resource_arn)?;
-    owned_license(state, caller, "ResourceArn", &arn).await?;
+    owned_resource(state, caller, &arn).await?;
     let tags = state.store.list_tags(&arn).await?;
     Ok(json!({ "Tags": tags }))
 }

@@ -87,6 +87,11 @@ pub async fn create_token(state: &SharedState, caller: &AccountId, v: Value) -> 
         .get_license(&arn, None)
         .await?
         .ok_or_else(|| ApiError::ResourceNotFound(format!("license {arn} does not exist")))?;
+    if license.status == tessera_core::license::LicenseStatus::Deleted {
+        return Err(ApiError::Conflict(format!(
+            "license {arn} is deleted; no token can be created for it"
+        )));
+    }
     let direct = license.beneficiary_account().as_ref() == Some(caller);
     if !direct {
         let chains = state.store.grant_chains(caller, &arn).await?;
