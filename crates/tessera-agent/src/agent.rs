@@ -1,0 +1,499 @@
+//! The agent's operations on its state: settings, product keys and AKU
+//! reservations. Each change holds the state mutex from its check to its
+//! durable write, so concurrent reservations cannot overshoot.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tessera_bucket::OpsBucket;
+use tessera_client::{Client, Credentials};
+use tessera_core::Clock;
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+use crate::api::{codes, ErrorBody, Instance, InstanceList, Settings};
+use crate::clock::{AgentClock, TimeGuard};
+use crate::license::{self, KeyRejection, LicenseView};
+use crate::state::{create_data_dir, write_atomic, ActiveKey, CheckOutcome, CheckResult, KeySource, State, StateFile};
+use crate::trust::TrustedKeys;
+use crate::{timefmt, AgentConfig, AgentError, API_TOKEN_FILE};
+
+/// The largest reservation one instance may ask for.
+pub const MAX_INSTANCE_AKU: i64 = 1_000_000;
+
+pub(crate) struct Inner {
+    pub state: State,
+    guard: TimeGuard,
+    /// Numbers the states handed to the state file, newest last.
+    seq: u64,
+    /// The last refused key per source, so that a bad object is reported once, not every minute.
+    last_rejected: Vec<(KeySource, String)>,
+}
+
+pub(crate) struct Agent {
+    pub config: AgentConfig,
+    pub clock: Arc<AgentClock>,
+    pub install_id: String,
+    pub trust: TrustedKeys,
+    pub bucket: Option<OpsBucket>,
+    pub server: Option<Client>,
+    pub api_token: String,
+    /// Bound to a non-loopback address: every request needs the bearer token.
+    pub require_token: bool,
+    file: Arc<StateFile>,
+    inner: Mutex<Inner>,
+}
+
+/// What became of a product key offered to the agent.
+#[derive(Debug)]
+pub(crate) enum KeyOutcome {
+    Applied(Box<ActiveKey>),
+    Unchanged(&'static str),
+    Rejected(KeyRejection),
+}
+
+/// A refused API request; `http.rs` turns it into a response.
+#[derive(Debug)]
+pub(crate) enum OpError {
+    Invalid(String),
+    NotFound(String),
+    Exists(String),
+    NoCapacity(Box<ErrorBody>),
+    InvalidKey(KeyRejection),
+    Internal(AgentError),
+}
+
+impl From<AgentError> for OpError {
+    fn from(e: AgentError) -> Self {
+        Self::Internal(e)
+    }
+}
+
+impl Agent {
+    /// Opens (or creates) the install in the data directory and loads the trusted keys.
+    pub async fn open(config: AgentConfig, addr: SocketAddr) -> Result<Arc<Self>, AgentError> {
+        config.validate()?;
+        create_data_dir(&config.data_dir)?;
+        let clock = Arc::new(AgentClock::new(config.clock_offset_seconds));
+        let file = Arc::new(StateFile::new(&config.data_dir));
+        let (state, created) = file.load_or_create(config.environment_id.as_str(), clock.now())?;
+        if created {
+            tracing::info!(
+                install_id = %state.install_id,
+                trial_ends_at = %timefmt::format(license::trial_end(&state)),
+                "new install: the {}-day, {}-AKU trial has started",
+                license::TRIAL_DAYS,
+                license::TRIAL_AKU
+            );
+        }
+        let api_token = load_or_create_token(&config.data_dir)?;
+        let bucket = config.ops_bucket.as_deref().map(OpsBucket::parse).transpose()?;
+        let server = config.server.as_ref().map(|s| {
+            Client::new(
+                &s.url,
+                Credentials {
+                    access_key_id: s.access_key_id.clone(),
+                    secret_access_key: s.secret_access_key.clone(),
+                },
+            )
+        });
+        let trust = TrustedKeys::load(
+            config.trusted_jwks.as_deref(),
+            config.server.as_ref().map(|s| s.url.as_str()),
+            &config.data_dir,
+        )
+        .await?;
+        let guard = TimeGuard::new(state.latest_seen, config.clock_tolerance);
+        let ip = match addr.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_canonical(),
+            v4 => v4,
+        };
+        let agent = Arc::new(Self {
+            install_id: state.install_id.clone(),
+            require_token: !ip.is_loopback(),
+            config,
+            clock,
+            trust,
+            bucket,
+            server,
+            api_token,
+            file,
+            inner: Mutex::new(Inner {
+                state,
+                guard,
+                seq: 0,
+                last_rejected: Vec::new(),
+            }),
+        });
+        // Observe the clock once now, so that a clock set back is reported at start.
+        {
+            let mut inner = agent.inner.lock().await;
+            agent.now(&mut inner);
+        }
+        Ok(agent)
+    }
+
+    fn now(&self, inner: &mut Inner) -> OffsetDateTime {
+        inner.guard.observe(self.clock.now())
+    }
+
+    /// Makes `next` the state, durably. On error the state in memory stays as it was.
+    async fn persist(&self, inner: &mut Inner, mut next: State) -> Result<(), AgentError> {
+        next.latest_seen = inner.guard.latest();
+        inner.seq += 1;
+        let seq = inner.seq;
+        let file = self.file.clone();
+        let saved = tokio::task::spawn_blocking(move || file.save(&next, seq).map(|()| next))
+            .await
+            .map_err(|e| AgentError::Io {
+                what: "write the state file",
+                path: self.file.path().to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        inner.state = saved;
+        Ok(())
+    }
+
+    /// Writes the latest time seen, so that a restart cannot go back before it.
+    pub async fn save_time(&self) -> Result<(), AgentError> {
+        let mut inner = self.inner.lock().await;
+        self.now(&mut inner);
+        if inner.guard.latest() > inner.state.latest_seen {
+            let next = inner.state.clone();
+            self.persist(&mut inner, next).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves the test clock forward and makes the new time durable.
+    pub async fn advance_clock(&self, secs: i64) -> Result<(OffsetDateTime, i64), AgentError> {
+        let total = self.clock.advance(secs);
+        self.save_time().await?;
+        let mut inner = self.inner.lock().await;
+        Ok((self.now(&mut inner), total))
+    }
+
+    pub async fn settings(&self) -> Settings {
+        let mut inner = self.inner.lock().await;
+        let now = self.now(&mut inner);
+        self.settings_of(&inner.state, now)
+    }
+
+    fn settings_of(&self, state: &State, now: OffsetDateTime) -> Settings {
+        let view = LicenseView::of(state, now);
+        Settings {
+            environment_id: state.environment_id.clone(),
+            ops_bucket: self.config.ops_bucket.clone(),
+            cloud_provider: self.config.cloud_provider.clone(),
+            region: self.config.region.clone(),
+            aku_allocated: view.aku_allocated,
+            aku_in_use: state.aku_in_use(),
+            install_id: state.install_id.clone(),
+            license_state: view.state,
+            expires_at: timefmt::format(view.expires_at),
+            license_arn: view.key.as_ref().map(|k| k.license_arn.clone()),
+            license_version: view.key.as_ref().map(|k| k.license_version.clone()),
+            license_source: state.product_key.as_ref().map(|k| k.source),
+            now: timefmt::format(now),
+            last_bucket_check: state.last_bucket_check.clone(),
+            last_server_check: state.last_server_check.clone(),
+        }
+    }
+
+    pub async fn aku_in_use(&self) -> i64 {
+        self.inner.lock().await.state.aku_in_use()
+    }
+
+    /// Update Product License: accepts a key that verifies, is bound to this
+    /// install and environment and has not expired; the current license stays otherwise.
+    pub async fn activate(&self, key: &str) -> Result<Settings, OpError> {
+        match self.offer_key(key, KeySource::Api).await? {
+            KeyOutcome::Rejected(r) => Err(OpError::InvalidKey(r)),
+            KeyOutcome::Applied(_) | KeyOutcome::Unchanged(_) => Ok(self.settings().await),
+        }
+    }
+
+    /// Checks a key and puts it in force. A key found by polling must also be
+    /// newer than the one in force; one given through the API need not be.
+    pub async fn offer_key(&self, key: &str, source: KeySource) -> Result<KeyOutcome, AgentError> {
+        let key = key.trim();
+        if key.is_empty() {
+            return Ok(KeyOutcome::Rejected(KeyRejection::from_verify(
+                tessera_token::product_key::ProductKeyError::Malformed("it is empty".into()),
+                false,
+            )));
+        }
+        // Signature first, outside the lock: it may fetch the issuer keys again.
+        let body = match self.trust.verify_refreshing(key).await {
+            Ok(body) => body,
+            Err(e) => {
+                return Ok(KeyOutcome::Rejected(KeyRejection::from_verify(
+                    e,
+                    self.trust.is_empty(),
+                )))
+            }
+        };
+        let mut inner = self.inner.lock().await;
+        let now = self.now(&mut inner);
+        if let Err(r) = license::check_binding(&body, &self.install_id, self.config.environment_id.as_str(), now) {
+            return Ok(KeyOutcome::Rejected(r));
+        }
+        let current = inner.state.product_key.as_ref();
+        if current.is_some_and(|c| c.key == key) {
+            return Ok(KeyOutcome::Unchanged("this product key is already in force"));
+        }
+        if source != KeySource::Api && !license::is_newer(&body, current.map(|c| &c.body)) {
+            return Ok(KeyOutcome::Unchanged(
+                "the key found is not newer than the one in force",
+            ));
+        }
+        let active = ActiveKey {
+            key: key.to_owned(),
+            body,
+            applied_at: now,
+            source,
+        };
+        let mut next = inner.state.clone();
+        next.product_key = Some(active.clone());
+        self.persist(&mut inner, next).await?;
+        tracing::info!(
+            from = %source,
+            license_arn = %active.body.license_arn,
+            license_version = %active.body.license_version,
+            aku = active.body.aku,
+            valid_until = %active.body.valid_until,
+            "product key applied"
+        );
+        Ok(KeyOutcome::Applied(Box::new(active)))
+    }
+
+    /// Logs a refused polled key: a warning the first time, quietly after.
+    pub async fn report_rejection(&self, source: KeySource, key: &str, r: &KeyRejection) {
+        let mut inner = self.inner.lock().await;
+        let seen = inner.last_rejected.iter().any(|(s, k)| *s == source && k == key);
+        if seen {
+            tracing::debug!(from = %source, reason = r.reason.as_str(), "the same refused product key is still there");
+            return;
+        }
+        inner.last_rejected.retain(|(s, _)| *s != source);
+        inner.last_rejected.push((source, key.to_owned()));
+        tracing::warn!(
+            from = %source,
+            reason = r.reason.as_str(),
+            "ignored a product key: {}; the license in force stays",
+            r.message
+        );
+    }
+
+    /// Records the last bucket or server check; written only when its outcome changes.
+    pub async fn record_check(&self, source: KeySource, outcome: CheckOutcome, detail: String) {
+        let mut inner = self.inner.lock().await;
+        let at = self.now(&mut inner);
+        let result = CheckResult { at, outcome, detail };
+        fn slot(s: &mut State, source: KeySource) -> &mut Option<CheckResult> {
+            if source == KeySource::Server {
+                &mut s.last_server_check
+            } else {
+                &mut s.last_bucket_check
+            }
+        }
+        let changed = match slot(&mut inner.state, source) {
+            Some(old) => old.outcome != result.outcome || old.detail != result.detail,
+            None => true,
+        };
+        if changed {
+            let mut next = inner.state.clone();
+            *slot(&mut next, source) = Some(result);
+            if let Err(e) = self.persist(&mut inner, next).await {
+                tracing::warn!(error = %e, "cannot save the result of a check");
+            }
+        } else {
+            *slot(&mut inner.state, source) = Some(result);
+        }
+    }
+
+    pub async fn list_instances(&self) -> InstanceList {
+        let mut inner = self.inner.lock().await;
+        let now = self.now(&mut inner);
+        let view = LicenseView::of(&inner.state, now);
+        InstanceList {
+            instances: inner
+                .state
+                .instances
+                .iter()
+                .map(|(id, aku)| Instance {
+                    instance_id: id.clone(),
+                    aku: *aku,
+                })
+                .collect(),
+            aku_in_use: inner.state.aku_in_use(),
+            aku_allocated: view.aku_allocated,
+            license_state: view.state,
+        }
+    }
+
+    /// Reserves capacity for a new instance. Returns whether it was created
+    /// (false: the same reservation already existed, as after a retried request).
+    pub async fn create_instance(&self, id: &str, aku: i64) -> Result<(Instance, bool), OpError> {
+        validate_instance_id(id)?;
+        validate_aku(aku)?;
+        let mut inner = self.inner.lock().await;
+        let now = self.now(&mut inner);
+        if let Some(&have) = inner.state.instances.get(id) {
+            if have == aku {
+                return Ok((Instance::new(id, aku), false));
+            }
+            return Err(OpError::Exists(format!(
+                "instance {id} already has a reservation of {have} AKU: scale it with PATCH /v1/instances/{id}"
+            )));
+        }
+        self.check_capacity(&inner.state, now, id, aku, None)?;
+        let mut next = inner.state.clone();
+        next.instances.insert(id.to_owned(), aku);
+        self.persist(&mut inner, next).await?;
+        tracing::info!(instance = id, aku, "reserved AKU for a new instance");
+        Ok((Instance::new(id, aku), true))
+    }
+
+    /// Changes an instance's reservation. Scaling down is always allowed.
+    pub async fn scale_instance(&self, id: &str, aku: i64) -> Result<Instance, OpError> {
+        validate_aku(aku)?;
+        let mut inner = self.inner.lock().await;
+        let now = self.now(&mut inner);
+        let Some(&have) = inner.state.instances.get(id) else {
+            return Err(OpError::NotFound(id.to_owned()));
+        };
+        if aku == have {
+            return Ok(Instance::new(id, aku));
+        }
+        if aku > have {
+            self.check_capacity(&inner.state, now, id, aku - have, Some(have))?;
+        }
+        let mut next = inner.state.clone();
+        next.instances.insert(id.to_owned(), aku);
+        self.persist(&mut inner, next).await?;
+        tracing::info!(
+            instance = id,
+            from = have,
+            to = aku,
+            "changed an instance's reservation"
+        );
+        Ok(Instance::new(id, aku))
+    }
+
+    pub async fn delete_instance(&self, id: &str) -> Result<(), OpError> {
+        let mut inner = self.inner.lock().await;
+        self.now(&mut inner);
+        let Some(have) = inner.state.instances.get(id).copied() else {
+            return Err(OpError::NotFound(id.to_owned()));
+        };
+        let mut next = inner.state.clone();
+        next.instances.remove(id);
+        self.persist(&mut inner, next).await?;
+        tracing::info!(instance = id, aku = have, "released an instance's reservation");
+        Ok(())
+    }
+
+    /// Refuses adding `requested` AKU when the license expired or the allocation would be exceeded.
+    fn check_capacity(
+        &self,
+        state: &State,
+        now: OffsetDateTime,
+        id: &str,
+        requested: i64,
+        scaling_from: Option<i64>,
+    ) -> Result<(), OpError> {
+        let view = LicenseView::of(state, now);
+        let used = state.aku_in_use();
+        let allowed = view.aku_allocated;
+        let what = match scaling_from {
+            Some(from) => format!("scale instance {id} from {from} to {} AKU", from + requested),
+            None => format!("reserve {requested} AKU for new instance {id}"),
+        };
+        let message = if view.expired() {
+            format!(
+                "cannot {what}: {} for environment {}. Existing instances keep their reservations and may be \
+                 scaled down or deleted, but none can be created or scaled up. To renew, get a new product key \
+                 from the vendor for install ID {} and activate it (Update Product License, or \
+                 `tessera agent activate KEY`), or have the vendor write it to the ops bucket",
+                view.expiry_text(),
+                state.environment_id,
+                self.install_id
+            )
+        } else if used + requested > allowed {
+            format!(
+                "cannot {what}: {used} of the {allowed} AKU allocated to environment {} are reserved, so {} \
+                 more are available and {requested} were requested. Scale down or delete an instance, or buy \
+                 more AKU and activate the new product key",
+                state.environment_id,
+                (allowed - used).max(0)
+            )
+        } else {
+            return Ok(());
+        };
+        Err(OpError::NoCapacity(Box::new(ErrorBody {
+            requested: Some(requested),
+            used: Some(used),
+            allowed: Some(allowed),
+            license_state: Some(view.state),
+            ..ErrorBody::new(codes::NO_AVAILABLE_SUBSCRIPTION, message)
+        })))
+    }
+}
+
+impl Instance {
+    fn new(id: &str, aku: i64) -> Self {
+        Self {
+            instance_id: id.to_owned(),
+            aku,
+        }
+    }
+}
+
+fn validate_instance_id(id: &str) -> Result<(), OpError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(OpError::Invalid(format!(
+            "instanceId '{id}' is not valid: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )))
+    }
+}
+
+fn validate_aku(aku: i64) -> Result<(), OpError> {
+    if (1..=MAX_INSTANCE_AKU).contains(&aku) {
+        Ok(())
+    } else {
+        Err(OpError::Invalid(format!(
+            "aku {aku} is out of range: it must be a whole number from 1 to {MAX_INSTANCE_AKU}"
+        )))
+    }
+}
+
+/// The bearer token for non-loopback listeners: made once, readable by the owner only.
+fn load_or_create_token(dir: &Path) -> Result<String, AgentError> {
+    use rand::RngCore;
+    let path = dir.join(API_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_owned()),
+        Ok(_) => Err(AgentError::Config(format!(
+            "{} is empty: remove it and a new token is made at start",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut raw = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut raw);
+            let token = hex::encode(raw);
+            write_atomic(dir, &path, format!("{token}\n").as_bytes(), 0o600)?;
+            Ok(token)
+        }
+        Err(e) => Err(AgentError::io("read the API token", &path)(e)),
+    }
+}

@@ -1,0 +1,133 @@
+//! Time for the agent: the system clock (plus test offsets) behind
+//! [`tessera_core::Clock`], and a guard that keeps business time from running
+//! backwards when the system clock is set back.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use tessera_core::Clock;
+use time::OffsetDateTime;
+
+/// The system clock plus an offset: the configured `--clock-offset-seconds`,
+/// and whatever the test clock endpoint has added.
+#[derive(Debug, Default)]
+pub struct AgentClock {
+    offset_secs: AtomicI64,
+}
+
+impl AgentClock {
+    pub fn new(offset_secs: i64) -> Self {
+        Self {
+            offset_secs: AtomicI64::new(offset_secs),
+        }
+    }
+
+    /// Moves this clock by `secs`; returns the total offset in seconds.
+    pub fn advance(&self, secs: i64) -> i64 {
+        self.offset_secs.fetch_add(secs, Ordering::SeqCst) + secs
+    }
+
+    pub fn offset_secs(&self) -> i64 {
+        self.offset_secs.load(Ordering::SeqCst)
+    }
+}
+
+impl Clock for AgentClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() + time::Duration::seconds(self.offset_secs.load(Ordering::Relaxed))
+    }
+}
+
+/// Business time that never runs backwards.
+///
+/// It is the later of the clock and the latest time seen, where the latest
+/// time seen keeps running on the monotonic clock while the process lives.
+/// So setting the system clock back neither revives an expired license nor
+/// freezes time (a trial still runs out); across a restart, time resumes from
+/// the persisted latest time seen.
+#[derive(Debug)]
+pub(crate) struct TimeGuard {
+    latest: OffsetDateTime,
+    mark: Instant,
+    tolerance: Duration,
+    warned: bool,
+}
+
+impl TimeGuard {
+    pub fn new(latest_seen: OffsetDateTime, tolerance: Duration) -> Self {
+        Self {
+            latest: latest_seen,
+            mark: Instant::now(),
+            tolerance,
+            warned: false,
+        }
+    }
+
+    /// Business time now, given the clock's reading. Whole seconds, like the API shows.
+    pub fn observe(&mut self, clock_now: OffsetDateTime) -> OffsetDateTime {
+        let mark = Instant::now();
+        let carried = self.latest + mark.saturating_duration_since(self.mark);
+        let behind = carried - clock_now;
+        if behind > self.tolerance {
+            if !self.warned {
+                tracing::warn!(
+                    behind_seconds = behind.whole_seconds(),
+                    latest_seen = %crate::timefmt::format(carried),
+                    "the system clock is behind the latest time this agent has seen; \
+                     business time continues from the latest time seen"
+                );
+                self.warned = true;
+            }
+        } else {
+            self.warned = false;
+        }
+        self.latest = carried.max(clock_now);
+        self.mark = mark;
+        truncate(self.latest)
+    }
+
+    /// The latest time seen, for persisting.
+    pub fn latest(&self) -> OffsetDateTime {
+        truncate(self.latest)
+    }
+}
+
+fn truncate(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn time_never_goes_back() {
+        let t0 = datetime!(2026-01-01 00:00:00 UTC);
+        let mut g = TimeGuard::new(t0, Duration::from_secs(300));
+        assert_eq!(g.observe(t0 + time::Duration::hours(1)), t0 + time::Duration::hours(1));
+        // The clock is set back a day: business time stays at (or after) the latest seen.
+        let got = g.observe(t0 - time::Duration::days(1));
+        assert!(got >= t0 + time::Duration::hours(1), "{got}");
+        assert!(g.warned);
+        // The clock is fixed again.
+        assert_eq!(g.observe(t0 + time::Duration::hours(2)), t0 + time::Duration::hours(2));
+        assert!(!g.warned);
+    }
+
+    #[test]
+    fn small_steps_back_within_tolerance_are_not_reported() {
+        let t0 = datetime!(2026-01-01 00:00:00 UTC);
+        let mut g = TimeGuard::new(t0, Duration::from_secs(300));
+        g.observe(t0 - time::Duration::seconds(100));
+        assert!(!g.warned);
+    }
+
+    #[test]
+    fn the_clock_offset_moves_time() {
+        let c = AgentClock::new(-60);
+        assert_eq!(c.advance(120), 60);
+        let d = c.now() - OffsetDateTime::now_utc();
+        assert!((d.whole_seconds() - 60).abs() <= 1, "{d}");
+    }
+}

@@ -1,0 +1,45 @@
+//! Why the agent could not start or save its state.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot {what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the state file {} is unreadable ({detail}); restore it from a backup. Removing it would \
+         create a new install: a new install ID, no product key, and no trial",
+        path.display()
+    )]
+    CorruptState { path: PathBuf, detail: String },
+    #[error(
+        "the data directory {} belongs to environment {stored}, not {configured}; \
+         use that environment ID or another data directory",
+        data_dir.display()
+    )]
+    EnvironmentMismatch {
+        data_dir: PathBuf,
+        stored: String,
+        configured: String,
+    },
+    #[error(transparent)]
+    Bucket(#[from] tessera_bucket::BucketError),
+    #[error("trusted issuer keys: {0}")]
+    Trust(String),
+    #[error("serving HTTP failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+impl AgentError {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { what, path, source }
+    }
+}

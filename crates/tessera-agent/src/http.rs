@@ -1,0 +1,241 @@
+//! The agent's HTTP API (JSON): settings, Update Product License, and AKU
+//! reservations for the product's instances. Every error is a JSON body with a
+//! `code` and a `message`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value};
+
+use crate::agent::{Agent, OpError};
+use crate::api::{codes, ErrorBody};
+use crate::timefmt;
+
+/// Requests are small JSON documents; a product key is a few hundred bytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+type Shared = State<Arc<Agent>>;
+
+pub(crate) fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/settings", get(settings))
+        .route("/v1/license", post(activate))
+        .route("/v1/instances", get(list_instances).post(create_instance))
+        .route(
+            "/v1/instances/{id}",
+            get(get_instance).patch(scale_instance).delete(delete_instance),
+        )
+        .route("/_tessera/test/clock", post(test_clock))
+        .route("/healthz", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(agent.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(agent)
+}
+
+impl IntoResponse for OpError {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            OpError::Invalid(m) => (StatusCode::BAD_REQUEST, ErrorBody::new(codes::INVALID_PARAMETER, m)),
+            OpError::NotFound(id) => (
+                StatusCode::NOT_FOUND,
+                ErrorBody::new(
+                    codes::INSTANCE_NOT_FOUND,
+                    format!("instance {id} has no reservation in this environment"),
+                ),
+            ),
+            OpError::Exists(m) => (StatusCode::CONFLICT, ErrorBody::new(codes::INSTANCE_EXISTS, m)),
+            OpError::NoCapacity(body) => (StatusCode::FORBIDDEN, *body),
+            OpError::InvalidKey(r) => (
+                StatusCode::BAD_REQUEST,
+                ErrorBody {
+                    reason: Some(r.reason.as_str().to_owned()),
+                    ..ErrorBody::new(codes::INVALID_PRODUCT_KEY, r.message)
+                },
+            ),
+            OpError::Internal(e) => {
+                tracing::error!(error = %e, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorBody::new(
+                        codes::INTERNAL,
+                        "the agent could not save its state; nothing was changed. See the agent's log",
+                    ),
+                )
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(ErrorBody::new(code, message))).into_response()
+}
+
+/// Requires `Authorization: Bearer <api-token>` when the agent listens beyond loopback.
+async fn authenticate(State(agent): Shared, req: Request, next: Next) -> Response {
+    // Liveness probes carry no token and learn nothing.
+    if !agent.require_token || req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), agent.api_token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                codes::UNAUTHORIZED,
+                "this agent listens on a non-loopback address: send `Authorization: Bearer <token>` with the \
+                 token in the api-token file of its data directory",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The request body as a JSON object; the messages name what is wrong.
+fn object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, OpError> {
+    let bytes = body.map_err(|e| OpError::Invalid(format!("the request body cannot be read: {e}")))?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(OpError::Invalid("the request body must be a JSON object".into())),
+        Err(e) => Err(OpError::Invalid(format!("the request body is not valid JSON: {e}"))),
+    }
+}
+
+fn string_field(obj: &Map<String, Value>, field: &str) -> Result<String, OpError> {
+    match obj.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        None | Some(Value::Null) => Err(OpError::Invalid(format!("{field} is required"))),
+        Some(_) => Err(OpError::Invalid(format!("{field} must be a string"))),
+    }
+}
+
+fn int_field(obj: &Map<String, Value>, field: &str) -> Result<i64, OpError> {
+    match obj.get(field) {
+        Some(v @ Value::Number(_)) => v
+            .as_i64()
+            .ok_or_else(|| OpError::Invalid(format!("{field} must be a whole number"))),
+        None | Some(Value::Null) => Err(OpError::Invalid(format!("{field} is required"))),
+        Some(_) => Err(OpError::Invalid(format!("{field} must be a whole number"))),
+    }
+}
+
+/// Runs a change to completion even if the client hangs up: a change that was
+/// checked is also written, whether or not anyone hears about it.
+async fn detached<T, F>(f: F) -> Result<T, OpError>
+where
+    F: std::future::Future<Output = Result<T, OpError>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(f).await.unwrap_or_else(|e| {
+        Err(OpError::Internal(crate::AgentError::Io {
+            what: "finish a request",
+            path: Default::default(),
+            source: std::io::Error::other(e.to_string()),
+        }))
+    })
+}
+
+async fn settings(State(agent): Shared) -> Response {
+    Json(agent.settings().await).into_response()
+}
+
+async fn activate(State(agent): Shared, body: Result<Bytes, BytesRejection>) -> Result<Response, OpError> {
+    let obj = object(body)?;
+    let key = string_field(&obj, "productKey")?;
+    let settings = detached(async move { agent.activate(&key).await }).await?;
+    Ok(Json(settings).into_response())
+}
+
+async fn list_instances(State(agent): Shared) -> Response {
+    Json(agent.list_instances().await).into_response()
+}
+
+async fn get_instance(State(agent): Shared, Path(id): Path<String>) -> Result<Response, OpError> {
+    let list = agent.list_instances().await;
+    list.instances
+        .into_iter()
+        .find(|i| i.instance_id == id)
+        .map(|i| Json(i).into_response())
+        .ok_or(OpError::NotFound(id))
+}
+
+async fn create_instance(State(agent): Shared, body: Result<Bytes, BytesRejection>) -> Result<Response, OpError> {
+    let obj = object(body)?;
+    let id = string_field(&obj, "instanceId")?;
+    let aku = int_field(&obj, "aku")?;
+    let (instance, created) = detached(async move { agent.create_instance(&id, aku).await }).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(instance)).into_response())
+}
+
+async fn scale_instance(
+    State(agent): Shared,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OpError> {
+    let obj = object(body)?;
+    let aku = int_field(&obj, "aku")?;
+    let instance = detached(async move { agent.scale_instance(&id, aku).await }).await?;
+    Ok(Json(instance).into_response())
+}
+
+async fn delete_instance(State(agent): Shared, Path(id): Path<String>) -> Result<Response, OpError> {
+    detached(async move { agent.delete_instance(&id).await }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn test_clock(State(agent): Shared, body: Result<Bytes, BytesRejection>) -> Result<Response, OpError> {
+    if !agent.config.test_clock {
+        return Ok(not_found().await);
+    }
+    let obj = object(body)?;
+    let secs = int_field(&obj, "AdvanceSeconds")?;
+    if secs < 0 {
+        return Err(OpError::Invalid(
+            "AdvanceSeconds must not be negative: the test clock only moves forward".into(),
+        ));
+    }
+    let (now, total) = detached(async move { agent.advance_clock(secs).await.map_err(OpError::from) }).await?;
+    Ok(Json(serde_json::json!({"Now": timefmt::format(now), "OffsetSeconds": total})).into_response())
+}
+
+async fn health() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        codes::NOT_FOUND,
+        "no such resource: the agent serves /v1/settings, /v1/license and /v1/instances",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        "this method is not allowed on this resource",
+    )
+}
