@@ -4,6 +4,7 @@
 //! runs as one transaction that is durable before it returns, so an
 //! acknowledged response survives a crash. Only this crate contains SQL.
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use tessera_core::grant::{Grant, GrantStatus};
 use tessera_core::license::{CheckoutType, License, LicenseBody, LicenseStatus, Metadata, Tag};
 use tessera_core::{AccountId, LicenseArn};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Config(String),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -332,16 +336,19 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>>;
 }
 
-/// Opens the store named by a database URL: `sqlite://PATH` (or a plain path).
+/// Opens the store named by a database URL: `sqlite://PATH` (or a plain path),
+/// or `postgres://...` / `postgresql://...` (see [`PgStore::open`]).
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         Ok(std::sync::Arc::new(
             SqliteStore::open(std::path::Path::new(path)).await?,
         ))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::open(url).await?))
     } else if url.contains("://") {
         let scheme = url.split("://").next().unwrap_or_default();
         Err(StoreError::Config(format!(
-            "unsupported database URL scheme '{scheme}'; use sqlite://PATH"
+            "unsupported database URL scheme '{scheme}'; use sqlite://PATH or postgres://USER@HOST/DB"
         )))
     } else {
         Ok(std::sync::Arc::new(SqliteStore::open(std::path::Path::new(url)).await?))

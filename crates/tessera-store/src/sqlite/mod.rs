@@ -9,10 +9,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_core::future::BoxFuture;
 use rand::Rng;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 
 use tessera_core::consumption::{
     self, check_in_refusal, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal,
@@ -38,6 +40,64 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    /// The group-commit writer of the hot path (checkout, check-in, extension, expiry).
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Runs after the batch's COMMIT: `None` if it succeeded, else why not.
+type Completion = Box<dyn FnOnce(Option<String>) + Send>;
+
+/// One write of a batch, run inside its own savepoint; says whether it succeeded.
+type Job = Box<dyn for<'a, 'b> FnOnce(&'a mut Transaction<'b, Sqlite>) -> BoxFuture<'a, (bool, Completion)> + Send>;
+
+/// At most this many writes share one transaction (and one fsync).
+const MAX_BATCH: usize = 128;
+
+/// Group commit: takes every write that is waiting, runs each in a savepoint of
+/// one transaction, commits once, and only then answers each of them. A write
+/// that fails rolls back to its savepoint and leaves the others intact; if the
+/// commit fails, every write of the batch is answered with the failure.
+async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut outer = match pool.begin_with("BEGIN IMMEDIATE").await {
+            Ok(t) => t,
+            Err(e) => {
+                // Dropping the jobs drops their reply channels: each caller gets an error.
+                tracing::error!(error = %e, "cannot begin a write transaction");
+                continue;
+            }
+        };
+        let mut done: Vec<Completion> = Vec::with_capacity(batch.len());
+        for job in batch {
+            let mut sp = match sqlx::Acquire::begin(&mut *outer).await {
+                Ok(sp) => sp,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open a savepoint");
+                    continue;
+                }
+            };
+            let (ok, completion) = job(&mut sp).await;
+            let closed = if ok { sp.commit().await } else { sp.rollback().await };
+            match closed {
+                Ok(()) => done.push(completion),
+                Err(e) => completion(Some(e.to_string())),
+            }
+        }
+        match outer.commit().await {
+            Ok(()) => done.into_iter().for_each(|c| c(None)),
+            Err(e) => {
+                let e = e.to_string();
+                done.into_iter().for_each(|c| c(Some(e.clone())));
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -63,7 +123,38 @@ impl SqliteStore {
         restrict_permissions(path);
         MIGRATOR.run(&write).await?;
         let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        Ok(Self { read, write })
+        let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(writer(write.clone(), rx));
+        Ok(Self { read, write, jobs })
+    }
+
+    /// Runs `f` in the group-commit writer; returns its result once it is durable.
+    async fn batched<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'a, 'b> FnOnce(&'a mut Transaction<'b, Sqlite>) -> BoxFuture<'a, Result<T>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |tx| {
+            Box::pin(async move {
+                let result = f(tx).await;
+                let ok = result.is_ok();
+                let completion: Completion = Box::new(move |failed| {
+                    let _ = reply.send(match failed {
+                        None => result,
+                        Some(e) => Err(StoreError::Unavailable(format!("the write was not committed: {e}"))),
+                    });
+                });
+                (ok, completion)
+            })
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the write transaction could not be started".into()))?
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
@@ -863,170 +954,176 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(account = %cmd.caller, sku = %cmd.product_sku))]
     async fn checkout(&self, cmd: CheckoutCommand, now: OffsetDateTime) -> Result<Consumption> {
-        let now_ms = to_millis(now);
-        let mut tx = self.begin().await?;
-        if let Some(c) = replay_checkout(
-            &mut tx,
-            &cmd.caller,
-            &cmd.client_token,
-            &cmd.request_hash,
-            "CheckoutLicense",
-        )
-        .await?
-        {
-            return Ok(c);
-        }
-        let rows = sqlx::query(
-            "SELECT document, usage_epoch FROM licenses WHERE product_sku = ? AND key_fingerprint = ? ORDER BY seq",
-        )
-        .bind(&cmd.product_sku)
-        .bind(&cmd.key_fingerprint)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut reasons = Vec::new();
-        let mut own_license_without_beneficiary = false;
-        for row in &rows {
-            let license = license_of(&row.try_get::<String, _>("document")?)?;
-            let epoch: i64 = row.try_get("usage_epoch")?;
-            if cmd
-                .only_license
-                .as_deref()
-                .is_some_and(|only| only != license.license_arn)
-            {
-                continue;
-            }
-            let direct = may_checkout(&license, &cmd.caller, cmd.beneficiary.as_deref());
-            if !direct
-                && (cmd.beneficiary.is_some()
-                    || !granted(
-                        &mut tx,
+        self.batched(move |tx| {
+            Box::pin(async move {
+                    let now_ms = to_millis(now);
+                    if let Some(c) = replay_checkout(
+                        &mut *tx,
                         &cmd.caller,
-                        &license.license_arn,
-                        AllowedOperation::CheckoutLicense,
+                        &cmd.client_token,
+                        &cmd.request_hash,
+                        "CheckoutLicense",
                     )
-                    .await?)
-            {
-                own_license_without_beneficiary |= cmd.beneficiary.is_none()
-                    && LicenseArn::parse("LicenseArn", &license.license_arn)
-                        .map(|a| a.account() == &cmd.caller)
-                        .unwrap_or(false);
-                continue;
-            }
-            if let Some(r) = unavailable_reason(&license, now) {
-                reasons.push(r);
-                continue;
-            }
-            let plan = match plan_checkout(&license, &cmd.entitlements) {
-                Ok(p) => p,
-                Err(r) => {
-                    reasons.push(r);
-                    continue;
-                }
-            };
-            if let Some(short) = draw(&mut tx, &license, &plan, now_ms).await? {
-                reasons.push(short);
-                continue;
-            }
-            let c = Consumption {
-                token: cmd.token.clone(),
-                license_arn: license.license_arn.clone(),
-                consumer: cmd.caller.clone(),
-                checkout_type: cmd.checkout_type,
-                allowed: plan.allowed,
-                draws: plan.draws,
-                node_id: cmd.node_id.clone(),
-                beneficiary: cmd.beneficiary.clone(),
-                issued_at: now,
-                expires_at: consumption::expiry(&license, now),
-                status: ConsumptionStatus::Active,
-                product_sku: license.product_sku.clone(),
-                key_fingerprint: license.issuer.key_fingerprint.clone(),
-                borrowed: false,
-                checkout_metadata: Vec::new(),
-            };
-            insert_consumption(&mut tx, &c, &cmd.client_token, &cmd.request_hash, epoch).await?;
-            tx.commit().await?;
-            return Ok(c);
-        }
-        // Nothing was drawn; the transaction rolls back on drop.
-        if reasons.is_empty() {
-            let mut msg = format!(
-                "no license with ProductSKU '{}' and KeyFingerprint '{}' is available to account {}",
-                cmd.product_sku, cmd.key_fingerprint, cmd.caller
-            );
-            if own_license_without_beneficiary {
-                msg.push_str("; an issuer checking out its own license must name the beneficiary in Beneficiary");
-            }
-            if cmd.only_license.is_some() {
-                msg.push_str(" through this access token");
-            }
-            return Err(StoreError::NoEntitlements(msg));
-        }
-        Err(StoreError::NoEntitlements(reasons.join("; ")))
+                    .await?
+                    {
+                        return Ok(c);
+                    }
+                    let rows = sqlx::query(
+                        "SELECT document, usage_epoch FROM licenses WHERE product_sku = ? AND key_fingerprint = ? ORDER BY seq",
+                    )
+                    .bind(&cmd.product_sku)
+                    .bind(&cmd.key_fingerprint)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                    let mut reasons = Vec::new();
+                    let mut own_license_without_beneficiary = false;
+                    for row in &rows {
+                        let license = license_of(&row.try_get::<String, _>("document")?)?;
+                        let epoch: i64 = row.try_get("usage_epoch")?;
+                        if cmd
+                            .only_license
+                            .as_deref()
+                            .is_some_and(|only| only != license.license_arn)
+                        {
+                            continue;
+                        }
+                        let direct = may_checkout(&license, &cmd.caller, cmd.beneficiary.as_deref());
+                        if !direct
+                            && (cmd.beneficiary.is_some()
+                                || !granted(
+                                    &mut *tx,
+                                    &cmd.caller,
+                                    &license.license_arn,
+                                    AllowedOperation::CheckoutLicense,
+                                )
+                                .await?)
+                        {
+                            own_license_without_beneficiary |= cmd.beneficiary.is_none()
+                                && LicenseArn::parse("LicenseArn", &license.license_arn)
+                                    .map(|a| a.account() == &cmd.caller)
+                                    .unwrap_or(false);
+                            continue;
+                        }
+                        if let Some(r) = unavailable_reason(&license, now) {
+                            reasons.push(r);
+                            continue;
+                        }
+                        let plan = match plan_checkout(&license, &cmd.entitlements) {
+                            Ok(p) => p,
+                            Err(r) => {
+                                reasons.push(r);
+                                continue;
+                            }
+                        };
+                        if let Some(short) = draw(&mut *tx, &license, &plan, now_ms).await? {
+                            reasons.push(short);
+                            continue;
+                        }
+                        let c = Consumption {
+                            token: cmd.token.clone(),
+                            license_arn: license.license_arn.clone(),
+                            consumer: cmd.caller.clone(),
+                            checkout_type: cmd.checkout_type,
+                            allowed: plan.allowed,
+                            draws: plan.draws,
+                            node_id: cmd.node_id.clone(),
+                            beneficiary: cmd.beneficiary.clone(),
+                            issued_at: now,
+                            expires_at: consumption::expiry(&license, now),
+                            status: ConsumptionStatus::Active,
+                            product_sku: license.product_sku.clone(),
+                            key_fingerprint: license.issuer.key_fingerprint.clone(),
+                            borrowed: false,
+                            checkout_metadata: Vec::new(),
+                        };
+                        insert_consumption(&mut *tx, &c, &cmd.client_token, &cmd.request_hash, epoch).await?;
+                        return Ok(c);
+                    }
+                    // Nothing was drawn; the transaction rolls back on drop.
+                    if reasons.is_empty() {
+                        let mut msg = format!(
+                            "no license with ProductSKU '{}' and KeyFingerprint '{}' is available to account {}",
+                            cmd.product_sku, cmd.key_fingerprint, cmd.caller
+                        );
+                        if own_license_without_beneficiary {
+                            msg.push_str("; an issuer checking out its own license must name the beneficiary in Beneficiary");
+                        }
+                        if cmd.only_license.is_some() {
+                            msg.push_str(" through this access token");
+                        }
+                        return Err(StoreError::NoEntitlements(msg));
+                    }
+                    Err(StoreError::NoEntitlements(reasons.join("; ")))
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, fields(account = %cmd.caller, license = %cmd.license_arn))]
     async fn checkout_borrow(&self, cmd: BorrowCommand, now: OffsetDateTime) -> Result<Consumption> {
-        let now_ms = to_millis(now);
-        let mut tx = self.begin().await?;
-        if let Some(c) = replay_checkout(
-            &mut tx,
-            &cmd.caller,
-            &cmd.client_token,
-            &cmd.request_hash,
-            "CheckoutBorrowLicense",
-        )
-        .await?
-        {
-            return Ok(c);
-        }
-        let (license, epoch) = load_license(&mut tx, &cmd.license_arn).await?;
-        let direct = license.beneficiary_account().as_ref() == Some(&cmd.caller);
-        if !direct
-            && !granted(
-                &mut tx,
-                &cmd.caller,
-                &license.license_arn,
-                AllowedOperation::CheckoutBorrowLicense,
-            )
-            .await?
-        {
-            return Err(StoreError::AccessDenied(format!(
-                "account {} may not borrow license {}: it is not the beneficiary and holds no ACTIVE grant allowing CheckoutBorrowLicense",
-                cmd.caller, license.license_arn
-            )));
-        }
-        if let Some(r) = unavailable_reason(&license, now) {
-            return Err(StoreError::NoEntitlements(r));
-        }
-        let plan = match plan_borrow(&license, &cmd.entitlements) {
-            Ok(p) => p,
-            Err(BorrowRefusal::NotBorrowable(m)) => return Err(StoreError::Invalid(m)),
-            Err(BorrowRefusal::NotHeld(m)) => return Err(StoreError::EntitlementNotAllowed(m)),
-        };
-        if let Some(short) = draw(&mut tx, &license, &plan, now_ms).await? {
-            return Err(StoreError::NoEntitlements(short));
-        }
-        let c = Consumption {
-            token: cmd.token.clone(),
-            license_arn: license.license_arn.clone(),
-            consumer: cmd.caller.clone(),
-            checkout_type: CheckoutType::Provisional,
-            allowed: plan.allowed,
-            draws: plan.draws,
-            node_id: cmd.node_id.clone(),
-            beneficiary: None,
-            issued_at: now,
-            expires_at: consumption::borrow_expiry(&license, now),
-            status: ConsumptionStatus::Active,
-            product_sku: license.product_sku.clone(),
-            key_fingerprint: license.issuer.key_fingerprint.clone(),
-            borrowed: true,
-            checkout_metadata: cmd.metadata.clone(),
-        };
-        insert_consumption(&mut tx, &c, &cmd.client_token, &cmd.request_hash, epoch).await?;
-        tx.commit().await?;
-        Ok(c)
+        self.batched(move |tx| {
+            Box::pin(async move {
+                    let now_ms = to_millis(now);
+                    if let Some(c) = replay_checkout(
+                        &mut *tx,
+                        &cmd.caller,
+                        &cmd.client_token,
+                        &cmd.request_hash,
+                        "CheckoutBorrowLicense",
+                    )
+                    .await?
+                    {
+                        return Ok(c);
+                    }
+                    let (license, epoch) = load_license(&mut *tx, &cmd.license_arn).await?;
+                    let direct = license.beneficiary_account().as_ref() == Some(&cmd.caller);
+                    if !direct
+                        && !granted(
+                            &mut *tx,
+                            &cmd.caller,
+                            &license.license_arn,
+                            AllowedOperation::CheckoutBorrowLicense,
+                        )
+                        .await?
+                    {
+                        return Err(StoreError::AccessDenied(format!(
+                            "account {} may not borrow license {}: it is not the beneficiary and holds no ACTIVE grant allowing CheckoutBorrowLicense",
+                            cmd.caller, license.license_arn
+                        )));
+                    }
+                    if let Some(r) = unavailable_reason(&license, now) {
+                        return Err(StoreError::NoEntitlements(r));
+                    }
+                    let plan = match plan_borrow(&license, &cmd.entitlements) {
+                        Ok(p) => p,
+                        Err(BorrowRefusal::NotBorrowable(m)) => return Err(StoreError::Invalid(m)),
+                        Err(BorrowRefusal::NotHeld(m)) => return Err(StoreError::EntitlementNotAllowed(m)),
+                    };
+                    if let Some(short) = draw(&mut *tx, &license, &plan, now_ms).await? {
+                        return Err(StoreError::NoEntitlements(short));
+                    }
+                    let c = Consumption {
+                        token: cmd.token.clone(),
+                        license_arn: license.license_arn.clone(),
+                        consumer: cmd.caller.clone(),
+                        checkout_type: CheckoutType::Provisional,
+                        allowed: plan.allowed,
+                        draws: plan.draws,
+                        node_id: cmd.node_id.clone(),
+                        beneficiary: None,
+                        issued_at: now,
+                        expires_at: consumption::borrow_expiry(&license, now),
+                        status: ConsumptionStatus::Active,
+                        product_sku: license.product_sku.clone(),
+                        key_fingerprint: license.issuer.key_fingerprint.clone(),
+                        borrowed: true,
+                        checkout_metadata: cmd.metadata.clone(),
+                    };
+                    insert_consumption(&mut *tx, &c, &cmd.client_token, &cmd.request_hash, epoch).await?;
+                    Ok(c)
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip(self, token))]
@@ -1037,40 +1134,45 @@ impl Store for SqliteStore {
         only_license: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let (c, epoch) = load_consumption(&mut tx, token).await?;
-        let license = usable_consumption(&mut tx, caller, &c, only_license, AllowedOperation::CheckInLicense).await?;
-        match check_in_refusal(&c, &license, now) {
-            Some(CheckInRefusal::Perpetual) => {
-                return Err(StoreError::Invalid(format!(
-                    "license consumption '{token}' is PERPETUAL: its units are consumed for good and cannot be checked in"
-                )))
-            }
-            Some(CheckInRefusal::EarlyCheckIn(until)) => {
-                return Err(StoreError::Invalid(format!(
-                    "license consumption '{token}' is borrowed until {until}, and license {} does not allow early check-in (BorrowConfiguration.AllowEarlyCheckIn is false)",
-                    c.license_arn
-                )))
-            }
-            Some(CheckInRefusal::NotActive(why)) => {
-                return Err(StoreError::Conflict(format!("license consumption '{token}' {why}")))
-            }
-            Some(CheckInRefusal::NotAllowed(name)) => {
-                return Err(StoreError::Invalid(format!(
-                    "license {} does not allow check-in of entitlement '{name}' (AllowCheckIn is false)",
-                    c.license_arn
-                )))
-            }
-            None => {}
-        }
-        release(&mut tx, &c.license_arn, &c.draws, epoch).await?;
-        sqlx::query("UPDATE consumptions SET status = 'CHECKED_IN', ended_at = ? WHERE token = ?")
-            .bind(to_millis(now))
-            .bind(token)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let (caller, token, only_license) = (caller.clone(), token.to_owned(), only_license.map(str::to_owned));
+        self.batched(move |tx| {
+            Box::pin(async move {
+                let (caller, token, only_license) = (&caller, token.as_str(), only_license.as_deref());
+                    let (c, epoch) = load_consumption(&mut *tx, token).await?;
+                    let license = usable_consumption(&mut *tx, caller, &c, only_license, AllowedOperation::CheckInLicense).await?;
+                    match check_in_refusal(&c, &license, now) {
+                        Some(CheckInRefusal::Perpetual) => {
+                            return Err(StoreError::Invalid(format!(
+                                "license consumption '{token}' is PERPETUAL: its units are consumed for good and cannot be checked in"
+                            )))
+                        }
+                        Some(CheckInRefusal::EarlyCheckIn(until)) => {
+                            return Err(StoreError::Invalid(format!(
+                                "license consumption '{token}' is borrowed until {until}, and license {} does not allow early check-in (BorrowConfiguration.AllowEarlyCheckIn is false)",
+                                c.license_arn
+                            )))
+                        }
+                        Some(CheckInRefusal::NotActive(why)) => {
+                            return Err(StoreError::Conflict(format!("license consumption '{token}' {why}")))
+                        }
+                        Some(CheckInRefusal::NotAllowed(name)) => {
+                            return Err(StoreError::Invalid(format!(
+                                "license {} does not allow check-in of entitlement '{name}' (AllowCheckIn is false)",
+                                c.license_arn
+                            )))
+                        }
+                        None => {}
+                    }
+                    release(&mut *tx, &c.license_arn, &c.draws, epoch).await?;
+                    sqlx::query("UPDATE consumptions SET status = 'CHECKED_IN', ended_at = ? WHERE token = ?")
+                        .bind(to_millis(now))
+                        .bind(token)
+                        .execute(&mut **tx)
+                        .await?;
+                    Ok(())
+            })
+        })
+        .await
     }
 
     #[tracing::instrument(skip(self, token))]
@@ -1082,92 +1184,105 @@ impl Store for SqliteStore {
         dry_run: bool,
         now: OffsetDateTime,
     ) -> Result<Consumption> {
-        let mut tx = self.begin().await?;
-        let (mut c, _) = load_consumption(&mut tx, token).await?;
-        let license = usable_consumption(
-            &mut tx,
-            caller,
-            &c,
-            only_license,
-            AllowedOperation::ExtendConsumptionLicense,
-        )
-        .await?;
-        if c.checkout_type == CheckoutType::Perpetual {
-            return Err(StoreError::Invalid(format!(
-                "license consumption '{token}' is PERPETUAL: it never returns to the pool, so there is nothing to extend"
-            )));
-        }
-        if c.borrowed {
-            return Err(StoreError::Invalid(format!(
-                "license consumption '{token}' is borrowed until {}; a borrow's term cannot be extended",
-                c.expiration_str()
-            )));
-        }
-        match c.status {
-            ConsumptionStatus::CheckedIn => {
-                return Err(StoreError::NotFound(format!(
-                    "license consumption '{token}' is no longer active: it was checked in"
-                )))
-            }
-            ConsumptionStatus::Expired => {
-                return Err(StoreError::NotFound(format!(
-                    "license consumption '{token}' is no longer active: it expired at {}",
-                    c.expiration_str()
-                )))
-            }
-            ConsumptionStatus::Active if c.expires_at <= now => {
-                return Err(StoreError::NotFound(format!(
-                    "license consumption '{token}' is no longer active: it expired at {}",
-                    c.expiration_str()
-                )))
-            }
-            ConsumptionStatus::Active => {}
-        }
-        if let Some(r) = unavailable_reason(&license, now) {
-            return Err(StoreError::Invalid(format!(
-                "cannot extend license consumption '{token}': {r}"
-            )));
-        }
-        if dry_run {
-            return Ok(c);
-        }
-        c.expires_at = consumption::expiry(&license, now);
-        sqlx::query("UPDATE consumptions SET expires_at = ? WHERE token = ?")
-            .bind(to_millis(c.expires_at))
-            .bind(token)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(c)
+        let (caller, token, only_license) = (caller.clone(), token.to_owned(), only_license.map(str::to_owned));
+        self.batched(move |tx| {
+            Box::pin(async move {
+                let (caller, token, only_license) = (&caller, token.as_str(), only_license.as_deref());
+                    let (mut c, _) = load_consumption(&mut *tx, token).await?;
+                    let license = usable_consumption(
+                        &mut *tx,
+                        caller,
+                        &c,
+                        only_license,
+                        AllowedOperation::ExtendConsumptionLicense,
+                    )
+                    .await?;
+                    if c.checkout_type == CheckoutType::Perpetual {
+                        return Err(StoreError::Invalid(format!(
+                            "license consumption '{token}' is PERPETUAL: it never returns to the pool, so there is nothing to extend"
+                        )));
+                    }
+                    if c.borrowed {
+                        return Err(StoreError::Invalid(format!(
+                            "license consumption '{token}' is borrowed until {}; a borrow's term cannot be extended",
+                            c.expiration_str()
+                        )));
+                    }
+                    match c.status {
+                        ConsumptionStatus::CheckedIn => {
+                            return Err(StoreError::NotFound(format!(
+                                "license consumption '{token}' is no longer active: it was checked in"
+                            )))
+                        }
+                        ConsumptionStatus::Expired => {
+                            return Err(StoreError::NotFound(format!(
+                                "license consumption '{token}' is no longer active: it expired at {}",
+                                c.expiration_str()
+                            )))
+                        }
+                        ConsumptionStatus::Active if c.expires_at <= now => {
+                            return Err(StoreError::NotFound(format!(
+                                "license consumption '{token}' is no longer active: it expired at {}",
+                                c.expiration_str()
+                            )))
+                        }
+                        ConsumptionStatus::Active => {}
+                    }
+                    if let Some(r) = unavailable_reason(&license, now) {
+                        return Err(StoreError::Invalid(format!(
+                            "cannot extend license consumption '{token}': {r}"
+                        )));
+                    }
+                    if dry_run {
+                        return Ok(c);
+                    }
+                    c.expires_at = consumption::expiry(&license, now);
+                    sqlx::query("UPDATE consumptions SET expires_at = ? WHERE token = ?")
+                        .bind(to_millis(c.expires_at))
+                        .bind(token)
+                        .execute(&mut **tx)
+                        .await?;
+                    Ok(c)
+            })
+        })
+        .await
     }
 
     async fn license_usage(&self, arn: &str, now: OffsetDateTime) -> Result<Vec<EntitlementUsage>> {
-        let mut tx = self.begin().await?;
-        expire_in(&mut tx, Some(arn), to_millis(now), i64::MAX).await?;
-        let rows = sqlx::query(
-            "SELECT name, unit, consumed, max_count FROM entitlement_usage WHERE license_arn = ? ORDER BY rowid",
-        )
-        .bind(arn)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EntitlementUsage {
-                    name: r.try_get("name")?,
-                    unit: r.try_get("unit")?,
-                    consumed: r.try_get("consumed")?,
-                    max_count: r.try_get("max_count")?,
-                })
+        let arn = arn.to_owned();
+        self.batched(move |tx| {
+            Box::pin(async move {
+                let arn = arn.as_str();
+                    expire_in(&mut *tx, Some(arn), to_millis(now), i64::MAX).await?;
+                    let rows = sqlx::query(
+                        "SELECT name, unit, consumed, max_count FROM entitlement_usage WHERE license_arn = ? ORDER BY rowid",
+                    )
+                    .bind(arn)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok(EntitlementUsage {
+                                name: r.try_get("name")?,
+                                unit: r.try_get("unit")?,
+                                consumed: r.try_get("consumed")?,
+                                max_count: r.try_get("max_count")?,
+                            })
+                        })
+                        .collect()
             })
-            .collect()
+        })
+        .await
     }
 
     async fn expire_due(&self, now: OffsetDateTime) -> Result<u64> {
-        let mut tx = self.begin().await?;
-        let n = expire_in(&mut tx, None, to_millis(now), 1000).await?;
-        tx.commit().await?;
-        Ok(n)
+        self.batched(move |tx| {
+            Box::pin(async move {
+                let n = expire_in(&mut *tx, None, to_millis(now), 1000).await?;
+                Ok(n)
+            })
+        })
+        .await
     }
 
     async fn create_grant(&self, new: NewGrant, now: OffsetDateTime) -> Result<GrantOutcome> {
