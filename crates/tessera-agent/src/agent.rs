@@ -74,7 +74,15 @@ impl Agent {
     /// Opens (or creates) the install in the data directory and loads the trusted keys.
     pub async fn open(config: AgentConfig, addr: SocketAddr) -> Result<Arc<Self>, AgentError> {
         config.validate()?;
+        // A bad bucket URL or keys file stops the start before a new install is made.
+        let bucket = config.ops_bucket.as_deref().map(OpsBucket::parse).transpose()?;
         create_data_dir(&config.data_dir)?;
+        let trust = TrustedKeys::load(
+            config.trusted_jwks.as_deref(),
+            config.server.as_ref().map(|s| s.url.as_str()),
+            &config.data_dir,
+        )
+        .await?;
         let clock = Arc::new(AgentClock::new(config.clock_offset_seconds));
         let file = Arc::new(StateFile::new(&config.data_dir));
         let (state, created) = file.load_or_create(config.environment_id.as_str(), clock.now())?;
@@ -88,7 +96,6 @@ impl Agent {
             );
         }
         let api_token = load_or_create_token(&config.data_dir)?;
-        let bucket = config.ops_bucket.as_deref().map(OpsBucket::parse).transpose()?;
         let server = config.server.as_ref().map(|s| {
             Client::new(
                 &s.url,
@@ -98,12 +105,6 @@ impl Agent {
                 },
             )
         });
-        let trust = TrustedKeys::load(
-            config.trusted_jwks.as_deref(),
-            config.server.as_ref().map(|s| s.url.as_str()),
-            &config.data_dir,
-        )
-        .await?;
         let guard = TimeGuard::new(state.latest_seen, config.clock_tolerance);
         let ip = match addr.ip() {
             std::net::IpAddr::V6(v6) => v6.to_canonical(),
@@ -149,7 +150,7 @@ impl Agent {
             .map_err(|e| AgentError::Io {
                 what: "write the state file",
                 path: self.file.path().to_owned(),
-                source: std::io::Error::other(e.to_string()),
+                cause: std::io::Error::other(e.to_string()),
             })??;
         inner.state = saved;
         Ok(())

@@ -15,12 +15,8 @@ pub enum ClientError {
     /// The agent refused the request.
     #[error("{} ({}, HTTP {status})", body.message, body.code)]
     Api { status: u16, body: Box<ErrorBody> },
-    #[error("cannot reach the agent at {url}: {source}")]
-    Transport {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("cannot reach the agent at {url}: {detail}")]
+    Transport { url: String, detail: String },
     #[error("the agent's answer is not what was expected (HTTP {status}): {detail}")]
     Decode { status: u16, detail: String },
 }
@@ -77,15 +73,15 @@ impl AgentClient {
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        let resp = rb.send().await.map_err(|source| ClientError::Transport {
+        let resp = rb.send().await.map_err(|e| ClientError::Transport {
             url: url.clone(),
-            source,
+            detail: chain(&e),
         })?;
         let status = resp.status().as_u16();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|source| ClientError::Transport { url, source })?;
+            .map_err(|e| ClientError::Transport { url, detail: chain(&e) })?;
         if status >= 300 {
             let body: ErrorBody = serde_json::from_slice(&bytes).map_err(|_| ClientError::Decode {
                 status,
@@ -142,6 +138,20 @@ impl AgentClient {
             .await?;
         Ok(())
     }
+}
+
+/// An error and its causes on one line, without the repetitions some libraries make.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }
 
 /// Percent-encodes a path segment (instance IDs are plain, but input is input).

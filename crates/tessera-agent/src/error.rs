@@ -6,12 +6,12 @@ use std::path::PathBuf;
 pub enum AgentError {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("cannot {what} {}: {source}", path.display())]
+    // Causes are part of the messages (and so not `source`s), for logs that print one line.
+    #[error("cannot {what} {}: {cause}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "the state file {} is unreadable ({detail}); restore it from a backup. Removing it would \
@@ -34,12 +34,12 @@ pub enum AgentError {
     #[error("trusted issuer keys: {0}")]
     Trust(String),
     #[error("serving HTTP failed: {0}")]
-    Serve(#[source] std::io::Error),
+    Serve(std::io::Error),
 }
 
 impl AgentError {
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io { what, path, source }
+        move |cause| Self::Io { what, path, cause }
     }
 }

@@ -151,7 +151,7 @@ where
         Err(OpError::Internal(crate::AgentError::Io {
             what: "finish a request",
             path: Default::default(),
-            source: std::io::Error::other(e.to_string()),
+            cause: std::io::Error::other(e.to_string()),
         }))
     })
 }

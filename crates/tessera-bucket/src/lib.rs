@@ -27,16 +27,13 @@ pub enum BucketError {
     InvalidUrl { url: String, reason: String },
     #[error("object name '{0}' is not valid in a bucket")]
     InvalidName(String),
-    #[error("ops bucket directory {path} cannot be used: {source}")]
-    Directory { path: String, source: std::io::Error },
+    // The cause is part of the message (and so not a `source`), for logs that print one line.
+    #[error("ops bucket directory {path} cannot be used: {cause}")]
+    Directory { path: String, cause: std::io::Error },
     #[error("object '{name}' is {size} bytes, more than the {max} this reader accepts")]
     TooLarge { name: String, size: u64, max: u64 },
-    #[error("ops bucket {url}: {source}")]
-    Store {
-        url: String,
-        #[source]
-        source: object_store::Error,
-    },
+    #[error("ops bucket {url}: {cause}")]
+    Store { url: String, cause: object_store::Error },
 }
 
 /// One ops bucket, or a prefix inside one.
@@ -82,14 +79,14 @@ impl OpsBucket {
             url: url.to_owned(),
             reason: "a file:// URL must name a local absolute path (file:///dir)".into(),
         })?;
-        let dir_err = |source| BucketError::Directory {
+        let dir_err = |cause| BucketError::Directory {
             path: dir.display().to_string(),
-            source,
+            cause,
         };
         std::fs::create_dir_all(&dir).map_err(dir_err)?;
-        let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|source| BucketError::Store {
+        let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|cause| BucketError::Store {
             url: url.to_owned(),
-            source,
+            cause,
         })?;
         Ok(OpsBucket {
             url: url.to_owned(),
@@ -130,9 +127,9 @@ impl OpsBucket {
         {
             builder = builder.with_allow_http(true);
         }
-        let store = builder.build().map_err(|source| BucketError::Store {
+        let store = builder.build().map_err(|cause| BucketError::Store {
             url: url.to_owned(),
-            source,
+            cause,
         })?;
         Ok(OpsBucket {
             url: url.to_owned(),
@@ -158,10 +155,10 @@ impl OpsBucket {
         })
     }
 
-    fn store_err(&self, source: object_store::Error) -> BucketError {
+    fn store_err(&self, cause: object_store::Error) -> BucketError {
         BucketError::Store {
             url: self.url.clone(),
-            source,
+            cause,
         }
     }
 
