@@ -147,11 +147,7 @@ impl Agent {
         let file = self.file.clone();
         let saved = tokio::task::spawn_blocking(move || file.save(&next, seq).map(|()| next))
             .await
-            .map_err(|e| AgentError::Io {
-                what: "write the state file",
-                path: self.file.path().to_owned(),
-                cause: std::io::Error::other(e.to_string()),
-            })??;
+            .map_err(|e| AgentError::Internal(format!("writing the state file: {e}")))??;
         inner.state = saved;
         Ok(())
     }

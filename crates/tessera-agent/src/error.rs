@@ -33,6 +33,8 @@ pub enum AgentError {
     Bucket(#[from] tessera_bucket::BucketError),
     #[error("trusted issuer keys: {0}")]
     Trust(String),
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("serving HTTP failed: {0}")]
     Serve(std::io::Error),
 }

@@ -147,13 +147,9 @@ where
     F: std::future::Future<Output = Result<T, OpError>> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::spawn(f).await.unwrap_or_else(|e| {
-        Err(OpError::Internal(crate::AgentError::Io {
-            what: "finish a request",
-            path: Default::default(),
-            cause: std::io::Error::other(e.to_string()),
-        }))
-    })
+    tokio::spawn(f)
+        .await
+        .unwrap_or_else(|e| Err(OpError::Internal(crate::AgentError::Internal(e.to_string()))))
 }
 
 async fn settings(State(agent): Shared) -> Response {

@@ -137,10 +137,6 @@ impl StateFile {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Loads the state, or creates a new install (and starts its trial) when there is none.
     /// Returns whether the install is new.
     pub fn load_or_create(&self, environment_id: &str, now: OffsetDateTime) -> Result<(State, bool), AgentError> {
@@ -181,10 +177,8 @@ impl StateFile {
         if seq < *written {
             return Ok(());
         }
-        let bytes = serde_json::to_vec_pretty(state).map_err(|e| AgentError::CorruptState {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        })?;
+        let bytes =
+            serde_json::to_vec_pretty(state).map_err(|e| AgentError::Internal(format!("encoding the state: {e}")))?;
         write_atomic(&self.dir, &self.path, &bytes, 0o600)?;
         *written = seq;
         Ok(())
