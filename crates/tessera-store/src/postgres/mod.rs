@@ -141,6 +141,58 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// Creates the database `name` on the server that `url` (any database on
+    /// it) points to, and returns the URL of the new database. For tests and
+    /// setup scripts; `name` is lowercase letters, digits and `_`.
+    pub async fn create_database(url: &str, name: &str) -> Result<String> {
+        let mut conn = Self::admin(url, name).await?;
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (url, None),
+        };
+        let server = match base.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://{}", rest.split('/').next().unwrap_or_default()),
+            None => base.to_owned(),
+        };
+        Ok(match query {
+            Some(q) => format!("{server}/{name}?{q}"),
+            None => format!("{server}/{name}"),
+        })
+    }
+
+    /// Drops the database `name` on the server that `url` points to, ending
+    /// its open connections. Nothing happens if it does not exist.
+    pub async fn drop_database(url: &str, name: &str) -> Result<()> {
+        let mut conn = Self::admin(url, name).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .execute(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    async fn admin(url: &str, name: &str) -> Result<sqlx::PgConnection> {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(StoreError::Config(format!(
+                "'{name}' is not a database name of lowercase letters, digits and _"
+            )));
+        }
+        let (conn_url, _) = split_pool_size(url)?;
+        let opts = PgConnectOptions::from_str(&conn_url)
+            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL {}: {e}", redact(url))))?;
+        opts.connect()
+            .await
+            .map_err(|e| StoreError::Config(format!("cannot connect to PostgreSQL at {}: {e}", redact(url))))
+    }
+
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
         Ok(self.pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?)
     }

@@ -1,4 +1,9 @@
 //! Spawns a server in-process on a temporary database and signs requests to it.
+//!
+//! The database is SQLite in a temporary directory, or, with
+//! `TESSERA_TEST_DATABASE=postgres`, a fresh PostgreSQL database per test on
+//! the server named by `TESSERA_TEST_POSTGRES_URL` (default
+//! `postgres://root@127.0.0.1:5432/test`), dropped when the test ends.
 
 use std::sync::Arc;
 
@@ -22,6 +27,48 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The test's PostgreSQL database, when the tests run on PostgreSQL.
+    pg: Option<PgDatabase>,
+}
+
+/// A PostgreSQL database made for one test; dropped with its connections at the end.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+fn on_postgres() -> bool {
+    match std::env::var("TESSERA_TEST_DATABASE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("TESSERA_TEST_DATABASE must be sqlite or postgres, not '{other}'"),
+    }
+}
+
+impl PgDatabase {
+    async fn create() -> Self {
+        let admin_url = std::env::var("TESSERA_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned());
+        let name = format!("tessera_it_{}", uuid::Uuid::new_v4().simple());
+        let url = tessera_store::PgStore::create_database(&admin_url, &name)
+            .await
+            .unwrap_or_else(|e| panic!("TESSERA_TEST_DATABASE=postgres, but: {e}"));
+        Self { admin_url, name, url }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: drop the database from a thread of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let _ = rt.block_on(tessera_store::PgStore::drop_database(&admin_url, &name));
+            }
+        })
+        .join();
+    }
 }
 
 impl TestApp {
@@ -30,9 +77,22 @@ impl TestApp {
         Self::spawn_in(dir).await
     }
 
-    /// Starts a server on the database in `dir` (new or existing).
+    /// Starts a server on the database in `dir` (new or existing); on
+    /// PostgreSQL, on a new database.
     pub async fn spawn_in(dir: tempfile::TempDir) -> Self {
-        let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+        let pg = if on_postgres() {
+            Some(PgDatabase::create().await)
+        } else {
+            None
+        };
+        Self::spawn_on(dir, pg).await
+    }
+
+    async fn spawn_on(dir: tempfile::TempDir, pg: Option<PgDatabase>) -> Self {
+        let url = match &pg {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", dir.path().join("tessera.db").display()),
+        };
         let store = tessera_store::open(&url).await.expect("open store");
         let clock = Arc::new(ServerClock::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -49,6 +109,7 @@ impl TestApp {
             dir,
             stop: Some(tx),
             server: Some(server),
+            pg,
         }
     }
 
@@ -61,8 +122,9 @@ impl TestApp {
             let _ = h.await;
         }
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let pg = self.pg.take();
         drop(self);
-        Self::spawn_in(dir).await
+        Self::spawn_on(dir, pg).await
     }
 
     pub async fn account(&self, name: &str) -> Account {
