@@ -7,6 +7,7 @@ Manager.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import json
@@ -134,6 +135,49 @@ def _die_with_parent() -> None:
         pass
 
 
+# --------------------------------------------------------------------------
+# PostgreSQL: TESSERA_CONFORMANCE_DATABASE=postgres gives every server a fresh
+# database on the server of TESSERA_CONFORMANCE_POSTGRES_URL (a URL of any
+# database there, by default the local one); a restarted server reuses its own.
+
+DEFAULT_POSTGRES_URL = "postgres://root@127.0.0.1:5432/test"
+_created_databases: list[str] = []
+
+
+def on_postgres() -> bool:
+    mode = os.environ.get("TESSERA_CONFORMANCE_DATABASE", "sqlite") or "sqlite"
+    if mode not in ("sqlite", "postgres"):
+        raise pytest.UsageError(f"TESSERA_CONFORMANCE_DATABASE must be sqlite or postgres, not {mode!r}")
+    return mode == "postgres"
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get("TESSERA_CONFORMANCE_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+def _psql(sql: str) -> None:
+    cp = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", postgres_admin_url(), "-c", sql],
+                        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if cp.returncode != 0:
+        raise RuntimeError(f"psql {sql!r} failed (is PostgreSQL up at {postgres_admin_url()}?): {cp.stderr.strip()}")
+
+
+def create_database() -> str:
+    """A new, empty PostgreSQL database; returns its URL. Dropped when the run ends."""
+    name = f"tessera_conf_{uuid.uuid4().hex}"
+    _psql(f"CREATE DATABASE {name}")
+    _created_databases.append(name)
+    base = postgres_admin_url().split("?", 1)[0].rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+@atexit.register
+def _drop_databases() -> None:
+    for name in _created_databases:
+        with contextlib.suppress(Exception):
+            _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def clean_env(extra: Optional[dict] = None) -> dict:
     """The caller's environment without AWS_* or TESSERA_* settings, so that a
     developer's own AWS profile or server settings never leak into a test."""
@@ -149,12 +193,18 @@ class TesseraServer:
 
     The process can be stopped gracefully, killed with SIGKILL and started
     again over the same data directory (on a new port: build clients after a
-    restart with `client()`)."""
+    restart with `client()`).
+
+    On PostgreSQL (`database_url`, or a fresh database when
+    TESSERA_CONFORMANCE_DATABASE=postgres) the server, its restarts and the
+    `tessera` commands run by `cli()` all use that database."""
 
     def __init__(self, data_dir: Path, log_path: Path, *, test_clock: bool = True,
-                 config_from_env: bool = False, binary: Optional[Path] = None):
+                 config_from_env: bool = False, binary: Optional[Path] = None,
+                 database_url: Optional[str] = None):
         self.binary = binary or tessera_bin()
         self.data_dir = Path(data_dir)
+        self.database_url = database_url or (create_database() if on_postgres() else None)
         self.log_path = Path(log_path)
         self.test_clock = test_clock
         self.config_from_env = config_from_env
@@ -188,10 +238,14 @@ class TesseraServer:
             env["TESSERA_LISTEN"] = listen
             if self.test_clock:
                 env["TESSERA_TEST_CLOCK"] = "1"
+            if self.database_url:
+                env["TESSERA_DATABASE_URL"] = self.database_url
         else:
             args = [str(self.binary), "serve", "--data-dir", str(self.data_dir), "--listen", listen]
             if self.test_clock:
                 args.append("--test-clock")
+            if self.database_url:
+                args += ["--database-url", self.database_url]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self._log.write(f"\n=== start {' '.join(args)}\n".encode())
@@ -269,8 +323,12 @@ class TesseraServer:
 
     def cli(self, *args: str, env: Optional[dict] = None, check: bool = True,
             timeout: float = 60) -> subprocess.CompletedProcess:
+        env = dict(env or clean_env())
+        if self.database_url:
+            # Overrides the --data-dir the callers pass, as it does for an operator.
+            env.setdefault("TESSERA_DATABASE_URL", self.database_url)
         cp = subprocess.run([str(self.binary), *args], capture_output=True, text=True,
-                            env=env or clean_env(), timeout=timeout, stdin=subprocess.DEVNULL)
+                            env=env, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and cp.returncode != 0:
             raise AssertionError(f"tessera {' '.join(args)} exited {cp.returncode}\nstdout: {cp.stdout}\nstderr: {cp.stderr}")
         return cp
