@@ -1,5 +1,7 @@
 # Tessera: build, lint and test.
-#   make test   release build, the Rust tests, then the boto3 + AWS CLI conformance suite
+#   make test   release build, then the Rust tests and the boto3 + AWS CLI conformance suite,
+#               once on SQLite and once on PostgreSQL (TESSERA_TEST_POSTGRES_URL and
+#               TESSERA_CONFORMANCE_POSTGRES_URL name the server, default postgres://root@127.0.0.1:5432/test)
 #   make lint   rustfmt check and clippy with warnings as errors
 #   make serve  run the server; TESSERA_DATA_DIR and TESSERA_LISTEN override the defaults below
 
@@ -14,15 +16,20 @@ STAMP   := $(VENV)/.requirements.stamp
 SERVE_DATA_DIR ?= tessera-data
 SERVE_LISTEN   ?= 127.0.0.1:7070
 
-.PHONY: all build test rust-test conformance venv lint fmt-check clippy serve clean-venv
+.PHONY: all build test rust-test rust-test-pg conformance conformance-pg venv lint fmt-check clippy serve clean-venv
 
 all: build
 
 build:
 	$(CARGO) build --release -p tessera
 
+# The store's own tests run every check on both backends in either pass; the
+# PostgreSQL pass runs the server's integration tests on PostgreSQL as well.
 rust-test:
-	$(CARGO) test --workspace
+	TESSERA_TEST_DATABASE=sqlite $(CARGO) test --workspace
+
+rust-test-pg:
+	TESSERA_TEST_DATABASE=postgres $(CARGO) test -p tessera --test it
 
 # The venv is (re)built when it is missing, broken, or older than the requirements.
 venv: $(STAMP)
@@ -35,12 +42,18 @@ $(STAMP): conformance/requirements.txt
 	touch $@
 
 conformance: venv
-	$(VENV_PY) -m pytest -q conformance $(PYTEST_ARGS)
+	TESSERA_CONFORMANCE_DATABASE=sqlite $(VENV_PY) -m pytest -q conformance $(PYTEST_ARGS)
+
+# Every server of the suite on a fresh PostgreSQL database.
+conformance-pg: venv
+	TESSERA_CONFORMANCE_DATABASE=postgres $(VENV_PY) -m pytest -q conformance $(PYTEST_ARGS)
 
 test:
 	$(MAKE) build
 	$(MAKE) rust-test
+	$(MAKE) rust-test-pg
 	$(MAKE) conformance
+	$(MAKE) conformance-pg
 
 lint: fmt-check clippy
 
