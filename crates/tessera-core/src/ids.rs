@@ -65,22 +65,7 @@ impl LicenseArn {
     }
 
     pub fn parse(field: &str, s: &str) -> Result<Self, ValidationError> {
-        let bad = || {
-            ValidationError::new(
-                field,
-                format!(
-                    "'{}' is not a license ARN of the form arn:aws:license-manager::<account-id>:license:l-<32 hex digits>",
-                    truncate(s)
-                ),
-            )
-        };
-        let rest = s.strip_prefix(LICENSE_PREFIX).ok_or_else(bad)?;
-        let (account, id) = rest.split_once(":license:").ok_or_else(bad)?;
-        let account = AccountId::parse(account).map_err(|_| bad())?;
-        let hex = id.strip_prefix("l-").ok_or_else(bad)?;
-        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
+        let account = parse_resource_arn(field, s, "license", "l-")?;
         Ok(Self {
             arn: s.to_owned(),
             account,
@@ -121,22 +106,7 @@ impl GrantArn {
     }
 
     pub fn parse(field: &str, s: &str) -> Result<Self, ValidationError> {
-        let bad = || {
-            ValidationError::new(
-                field,
-                format!(
-                    "'{}' is not a grant ARN of the form arn:aws:license-manager::<account-id>:grant:g-<32 hex digits>",
-                    truncate(s)
-                ),
-            )
-        };
-        let rest = s.strip_prefix(LICENSE_PREFIX).ok_or_else(bad)?;
-        let (account, id) = rest.split_once(":grant:").ok_or_else(bad)?;
-        let account = AccountId::parse(account).map_err(|_| bad())?;
-        let hex = id.strip_prefix("g-").ok_or_else(bad)?;
-        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
+        let account = parse_resource_arn(field, s, "grant", "g-")?;
         Ok(Self {
             arn: s.to_owned(),
             account,
@@ -157,6 +127,28 @@ impl fmt::Display for GrantArn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.arn)
     }
+}
+
+/// Parses `arn:aws:license-manager::<account>:<kind>:<id prefix><32 hex>` and
+/// returns the account, with an error that shows the expected form.
+fn parse_resource_arn(field: &str, s: &str, kind: &str, id_prefix: &str) -> Result<AccountId, ValidationError> {
+    let bad = || {
+        ValidationError::new(
+            field,
+            format!(
+                "'{}' is not a {kind} ARN of the form arn:aws:license-manager::<account-id>:{kind}:{id_prefix}<32 hex digits>",
+                truncate(s)
+            ),
+        )
+    };
+    let rest = s.strip_prefix(LICENSE_PREFIX).ok_or_else(bad)?;
+    let (account, id) = rest.split_once(&format!(":{kind}:")).ok_or_else(bad)?;
+    let account = AccountId::parse(account).map_err(|_| bad())?;
+    let hex = id.strip_prefix(id_prefix).ok_or_else(bad)?;
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok(account)
 }
 
 fn truncate(s: &str) -> String {
