@@ -141,6 +141,11 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    /// `url` fit for messages and logs: without its password.
+    pub fn redact_url(url: &str) -> String {
+        redact(url)
+    }
+
     /// Creates the database `name` on the server that `url` (any database on
     /// it) points to, and returns the URL of the new database. For tests and
     /// setup scripts; `name` is lowercase letters, digits and `_`.
@@ -228,7 +233,7 @@ fn split_pool_size(url: &str) -> Result<(String, u32)> {
 
 /// A database URL fit for messages and logs: without a password, in the
 /// authority or as a `password=` parameter.
-pub fn redact(url: &str) -> String {
+fn redact(url: &str) -> String {
     let (head, query) = match url.split_once('?') {
         Some((h, q)) => (h, Some(q)),
         None => (url, None),
