@@ -59,7 +59,7 @@ pub struct StoreArgs {
     /// Data directory; the embedded database is `tessera.db` inside it.
     #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
     pub data_dir: PathBuf,
-    /// Database URL (`sqlite://PATH`); overrides --data-dir.
+    /// Database URL: `sqlite://PATH` or `postgres://USER@HOST:PORT/DB`; overrides --data-dir.
     #[arg(long, env = "TESSERA_DATABASE_URL")]
     pub database_url: Option<String>,
 }
@@ -80,7 +80,7 @@ impl StoreArgs {
         let url = self.url();
         tessera_store::open(&url)
             .await
-            .with_context(|| format!("cannot open the database at {url}"))
+            .with_context(|| format!("cannot open the database at {}", tessera_store::PgStore::redact_url(&url)))
     }
 }
 
