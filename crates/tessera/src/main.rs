@@ -78,9 +78,12 @@ impl StoreArgs {
             restrict_dir(&self.data_dir);
         }
         let url = self.url();
-        tessera_store::open(&url)
-            .await
-            .with_context(|| format!("cannot open the database at {}", tessera_store::PgStore::redact_url(&url)))
+        tessera_store::open(&url).await.with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                tessera_store::PgStore::redact_url(&url)
+            )
+        })
     }
 }
 
