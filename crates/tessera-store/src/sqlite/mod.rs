@@ -59,6 +59,9 @@ const MAX_BATCH: usize = 128;
 /// commit fails, every write of the batch is answered with the failure.
 async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
+        // Writers woken by the previous commit are still queueing theirs: let
+        // them, so that the next fsync covers them too.
+        tokio::task::yield_now().await;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
