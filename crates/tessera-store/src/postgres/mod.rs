@@ -57,6 +57,7 @@
 //! transaction commits after a page was read can have a smaller `seq` than that
 //! page's last row, and is then not listed by that pagination.
 
+use crate::codec::{account_of, corrupt, license_of, new_access_key, random_account_id, version_json, version_outcome};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -337,34 +338,6 @@ impl Lock {
     }
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
-
-fn random_account_id() -> String {
-    let mut rng = rand::thread_rng();
-    let first = rng.gen_range(1..=9);
-    let rest: String = (0..11).map(|_| char::from(b'0' + rng.gen_range(0..10))).collect();
-    format!("{first}{rest}")
-}
-
-fn random_chars(alphabet: &[u8], n: usize) -> String {
-    let mut rng = rand::thread_rng();
-    (0..n)
-        .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
-        .collect()
-}
-
-fn new_access_key(account: &AccountId, now: OffsetDateTime) -> AccessKey {
-    AccessKey {
-        access_key_id: format!("AKIA{}", random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)),
-        account_id: account.clone(),
-        secret: random_chars(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", 40),
-        active: true,
-        created_at: now,
-    }
-}
-
 async fn insert_access_key(tx: &mut Transaction<'_, Postgres>, k: &AccessKey) -> Result<()> {
     sqlx::query(
         "INSERT INTO access_keys (access_key_id, account_id, secret, active, created_at) VALUES ($1, $2, $3, TRUE, $4)",
@@ -376,14 +349,6 @@ async fn insert_access_key(tx: &mut Transaction<'_, Postgres>, k: &AccessKey) ->
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn account_of(s: &str) -> Result<AccountId> {
-    AccountId::parse(s).map_err(corrupt)
-}
-
-fn license_of(doc: &str) -> Result<License> {
-    serde_json::from_str(doc).map_err(corrupt)
 }
 
 fn consumption_of(row: &PgRow) -> Result<Consumption> {
@@ -600,18 +565,6 @@ async fn remember(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn version_outcome(v: &serde_json::Value) -> Result<VersionOutcome> {
-    Ok(VersionOutcome {
-        license_arn: v["LicenseArn"].as_str().unwrap_or_default().to_owned(),
-        status: LicenseStatus::parse("Status", v["Status"].as_str().unwrap_or_default()).map_err(corrupt)?,
-        version: v["Version"].as_str().unwrap_or_default().to_owned(),
-    })
-}
-
-fn version_json(out: &VersionOutcome) -> serde_json::Value {
-    serde_json::json!({"LicenseArn": out.license_arn, "Status": out.status.as_str(), "Version": out.version})
 }
 
 async fn load_license(tx: &mut Transaction<'_, Postgres>, arn: &str, lock: Lock) -> Result<(License, i64)> {

@@ -1,10 +1,11 @@
 //! Grants and refresh tokens on SQLite.
 
+use crate::codec::{grant_of, outcome, outcome_json, outcome_of};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use time::{Duration, OffsetDateTime};
 
-use tessera_core::grant::{Grant, GrantStatus, MAX_GRANTS_PER_LICENSE};
+use tessera_core::grant::{Grant, MAX_GRANTS_PER_LICENSE};
 use tessera_core::timefmt::{from_millis, to_millis};
 use tessera_core::AccountId;
 
@@ -13,30 +14,6 @@ use crate::{GrantOutcome, GrantQuery, Idempotency, NewGrant, Page, Result, Store
 
 /// Re-grants deeper than this are refused when followed (a cycle cannot form, but be safe).
 const MAX_CHAIN: usize = 16;
-
-fn grant_of(doc: &str) -> Result<Grant> {
-    serde_json::from_str(doc).map_err(corrupt)
-}
-
-fn outcome(g: &Grant) -> GrantOutcome {
-    GrantOutcome {
-        grant_arn: g.grant_arn.clone(),
-        status: g.grant_status,
-        version: g.version.clone(),
-    }
-}
-
-fn outcome_json(o: &GrantOutcome) -> serde_json::Value {
-    serde_json::json!({"GrantArn": o.grant_arn, "Status": o.status.as_str(), "Version": o.version})
-}
-
-fn outcome_of(v: &serde_json::Value) -> Result<GrantOutcome> {
-    Ok(GrantOutcome {
-        grant_arn: v["GrantArn"].as_str().unwrap_or_default().to_owned(),
-        status: GrantStatus::parse("Status", v["Status"].as_str().unwrap_or_default()).map_err(corrupt)?,
-        version: v["Version"].as_str().unwrap_or_default().to_owned(),
-    })
-}
 
 /// The grantee's live grants on a license, each followed by its ancestors.
 pub(super) async fn chains(
