@@ -91,6 +91,11 @@ pub fn chain_permits(chain: &[Grant], op: AllowedOperation) -> bool {
             .all(|g| g.grant_status == GrantStatus::Active && g.allows(op))
 }
 
+/// Whether every grant of a chain is ACTIVE: the grantee may read the license.
+pub fn chain_active(chain: &[Grant]) -> bool {
+    !chain.is_empty() && chain.iter().all(|g| g.grant_status == GrantStatus::Active)
+}
+
 /// Validates AllowedOperations: 1 to 8 distinct operations.
 pub fn parse_operations(field: &str, ops: &[String]) -> Result<Vec<AllowedOperation>, ValidationError> {
     if ops.is_empty() || ops.len() > 8 {

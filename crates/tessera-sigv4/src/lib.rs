@@ -218,7 +218,6 @@ pub enum AuthError {
     Missing(String),
     Incomplete(String),
     Invalid(String),
-    UnknownKey(String),
 }
 
 /// A parsed `Authorization` header.

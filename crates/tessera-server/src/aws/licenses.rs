@@ -4,7 +4,7 @@
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tessera_core::grant::GrantStatus;
+use tessera_core::grant::chain_active;
 use tessera_core::license::{validate_tags, LicenseInput, LicenseStatus, TagInput};
 use tessera_core::validate::{self, max_results};
 use tessera_core::{timefmt, AccountId, Clock, LicenseArn};
@@ -241,7 +241,7 @@ async fn received_through_grant(state: &SharedState, caller: &AccountId, license
     let chains = state.store.grant_chains(caller, license_arn).await?;
     let best = chains
         .iter()
-        .find(|c| c.iter().all(|g| g.grant_status == GrantStatus::Active))
+        .find(|c| chain_active(c))
         .or(chains.first())
         .and_then(|c| c.first());
     Ok(match best {

@@ -195,7 +195,6 @@ fn auth_error(e: AuthError) -> ApiError {
         AuthError::Missing(m) => ApiError::MissingAuthenticationToken(m),
         AuthError::Incomplete(m) => ApiError::IncompleteSignature(m),
         AuthError::Invalid(m) => ApiError::InvalidSignature(m),
-        AuthError::UnknownKey(m) => ApiError::UnrecognizedClient(m),
     }
 }
 
@@ -308,10 +307,7 @@ async fn readable_license(
 /// Whether `caller` holds an ACTIVE grant chain on the license (for any operation).
 async fn active_grant(state: &SharedState, caller: &AccountId, license_arn: &str) -> ApiResult<bool> {
     let chains = state.store.grant_chains(caller, license_arn).await?;
-    Ok(chains.iter().any(|c| {
-        c.iter()
-            .all(|g| g.grant_status == tessera_core::grant::GrantStatus::Active)
-    }))
+    Ok(chains.iter().any(|c| tessera_core::grant::chain_active(c)))
 }
 
 /// Parses the Filters of a List operation into (name, values), refusing unknown names.

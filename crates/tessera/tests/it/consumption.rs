@@ -204,7 +204,7 @@ async fn acknowledged_checkouts_and_expiries_survive_a_restart() {
     let vendor = app.account("vendor").await;
     let customer = app.account("customer").await;
     let arn = create(&vendor, seed_license("durable", &customer.id)).await;
-    let c = customer
+    customer
         .client
         .call("CheckoutLicense", &checkout_body("durable", &vendor.id, 4))
         .await
@@ -218,7 +218,6 @@ async fn acknowledged_checkouts_and_expiries_survive_a_restart() {
         "0",
         "expiry is stored, so it holds after a restart"
     );
-    let _ = c;
 }
 
 #[tokio::test]
