@@ -34,7 +34,6 @@ pub enum TokenError {
 pub struct IssuerKey {
     kid: String,
     signing: SigningKey,
-    encoding: EncodingKey,
 }
 
 impl std::fmt::Debug for IssuerKey {
@@ -54,11 +53,9 @@ impl IssuerKey {
     }
 
     fn from_signing(account_id: &str, signing: SigningKey) -> Result<Self, TokenError> {
-        let der = signing.to_pkcs8_der().map_err(|e| TokenError::BadKey(e.to_string()))?;
-        let encoding = EncodingKey::from_ed_der(der.as_bytes());
         let digest = Sha256::digest(signing.verifying_key().as_bytes());
         let kid = format!("{account_id}-{}", hex::encode(&digest[..8]));
-        Ok(Self { kid, signing, encoding })
+        Ok(Self { kid, signing })
     }
 
     /// Reads a key stored as PKCS#8 DER.
@@ -94,10 +91,33 @@ impl IssuerKey {
 
     /// Signs `claims` as a compact JWS. Ed25519 is deterministic, so the same
     /// claims always give the same token: an idempotent retry gets identical bytes.
+    ///
+    /// The compact serialization is done here, with the same header and
+    /// encoding as `jsonwebtoken::encode`, because that would rebuild the key
+    /// pair from its DER (a scalar multiplication) on every call, doubling the
+    /// cost of a checkout's signature.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        use ed25519_dalek::Signer;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| TokenError::Signing(e.to_string()))
+        let header = serde_json::to_vec(&header).map_err(|e| TokenError::Signing(e.to_string()))?;
+        let claims = serde_json::to_vec(claims).map_err(|e| TokenError::Signing(e.to_string()))?;
+        let mut jws = URL_SAFE_NO_PAD.encode(header);
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut jws);
+        let signature = self.signing.sign(jws.as_bytes());
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut jws);
+        Ok(jws)
+    }
+
+    /// The same signature through `jsonwebtoken`, to show that both agree.
+    #[cfg(test)]
+    fn sign_with_jsonwebtoken<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let encoding = EncodingKey::from_ed_der(&self.to_pkcs8_der()?);
+        jsonwebtoken::encode(&header, claims, &encoding).map_err(|e| TokenError::Signing(e.to_string()))
     }
 
     /// Signs raw bytes (for documents that are not JWTs, such as product keys).
@@ -283,6 +303,13 @@ mod tests {
         };
         let got = verify(&t1, &jwks, 1_700_000_000).unwrap();
         assert_eq!(got["licenseArn"], "arn");
+    }
+
+    #[test]
+    fn compact_signature_is_byte_for_byte_what_jsonwebtoken_makes() {
+        let key = IssuerKey::generate("123456789012");
+        let claims = json!({"licenseArn": "arn:aws:license-manager::123456789012:license:l-1", "exp": 4_000_000_000i64, "entitlements": [{"name": "Seats", "value": "1"}]});
+        assert_eq!(key.sign(&claims).unwrap(), key.sign_with_jsonwebtoken(&claims).unwrap());
     }
 
     #[test]

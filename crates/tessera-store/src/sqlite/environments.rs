@@ -79,7 +79,7 @@ pub(super) async fn register(
     now: OffsetDateTime,
 ) -> Result<Environment> {
     let now_ms = to_millis(now);
-    let mut tx = store.begin().await?;
+    let (mut tx, _turn) = store.begin().await?;
     let exists: Option<String> =
         sqlx::query_scalar("SELECT environment_id FROM environments WHERE account_id = ? AND environment_id = ?")
             .bind(account.as_str())
@@ -140,7 +140,7 @@ pub(super) async fn allocate(
     aku: i64,
     now: OffsetDateTime,
 ) -> Result<Environment> {
-    let mut tx = store.begin().await?;
+    let (mut tx, _turn) = store.begin().await?;
     let mut env = load(&mut tx, account, id).await?;
     if aku < env.aku_in_use {
         return Err(StoreError::Conflict(format!(
@@ -171,7 +171,7 @@ pub(super) async fn report(
     aku_in_use: i64,
     now: OffsetDateTime,
 ) -> Result<Environment> {
-    let mut tx = store.begin().await?;
+    let (mut tx, _turn) = store.begin().await?;
     let mut env = load(&mut tx, account, id).await?;
     sqlx::query(
         "UPDATE environments SET aku_in_use = ?, usage_reported_at = ? WHERE account_id = ? AND environment_id = ?",

@@ -2,7 +2,7 @@
 
 use crate::codec::{grant_of, outcome, outcome_json, outcome_of};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use time::{Duration, OffsetDateTime};
 
 use tessera_core::grant::{Grant, MAX_GRANTS_PER_LICENSE};
@@ -11,52 +11,6 @@ use tessera_core::AccountId;
 
 use super::{account_of, corrupt, remember, replay, SqliteStore};
 use crate::{GrantOutcome, GrantQuery, Idempotency, NewGrant, Page, Result, StoreError, TokenRecord};
-
-/// Re-grants deeper than this are refused when followed (a cycle cannot form, but be safe).
-const MAX_CHAIN: usize = 16;
-
-/// The grantee's live grants on a license, each followed by its ancestors.
-pub(super) async fn chains(
-    conn: &mut SqliteConnection,
-    grantee: &AccountId,
-    license_arn: &str,
-) -> Result<Vec<Vec<Grant>>> {
-    let docs: Vec<String> = sqlx::query_scalar(
-        "SELECT document FROM grants WHERE grantee_account = ? AND license_arn = ? AND status NOT IN ('REJECTED', 'DELETED') ORDER BY seq",
-    )
-    .bind(grantee.as_str())
-    .bind(license_arn)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = Vec::with_capacity(docs.len());
-    for d in docs {
-        let mut chain = vec![grant_of(&d)?];
-        while chain.len() < MAX_CHAIN {
-            let parent = chain.last().map(|g| g.parent_arn.clone()).unwrap_or_default();
-            if !parent.contains(":grant:") {
-                break;
-            }
-            let doc: Option<String> = sqlx::query_scalar("SELECT document FROM grants WHERE grant_arn = ?")
-                .bind(&parent)
-                .fetch_optional(&mut *conn)
-                .await?;
-            match doc {
-                Some(d) => chain.push(grant_of(&d)?),
-                None => break,
-            }
-        }
-        out.push(chain);
-    }
-    Ok(out)
-}
-
-pub(super) async fn chains_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    grantee: &AccountId,
-    license_arn: &str,
-) -> Result<Vec<Vec<Grant>>> {
-    chains(tx, grantee, license_arn).await
-}
 
 async fn write_grant_version(tx: &mut Transaction<'_, Sqlite>, g: &Grant, now_ms: i64) -> Result<()> {
     let doc = serde_json::to_string(g).map_err(corrupt)?;
@@ -72,7 +26,7 @@ async fn write_grant_version(tx: &mut Transaction<'_, Sqlite>, g: &Grant, now_ms
 
 pub(super) async fn create_grant(store: &SqliteStore, new: NewGrant, now: OffsetDateTime) -> Result<GrantOutcome> {
     let now_ms = to_millis(now);
-    let mut tx = store.begin().await?;
+    let (mut tx, _turn) = store.begin().await?;
     if let Some(v) = replay(&mut tx, &new.idempotency).await? {
         return outcome_of(&v);
     }
@@ -144,7 +98,7 @@ pub(super) async fn update_grant(
     now: OffsetDateTime,
 ) -> Result<GrantOutcome> {
     let now_ms = to_millis(now);
-    let mut tx = store.begin().await?;
+    let (mut tx, _turn) = store.begin().await?;
     if let Some(key) = &idempotency {
         if let Some(v) = replay(&mut tx, key).await? {
             return outcome_of(&v);
@@ -261,7 +215,7 @@ pub(super) async fn create_token(
     key: Idempotency,
     now: OffsetDateTime,
 ) -> Result<TokenRecord> {
-    let mut tx = store.begin().await?;
+    let (mut tx, _turn) = store.begin().await?;
     let prior = sqlx::query(&format!(
         "SELECT {TOKEN_COLUMNS} FROM tokens WHERE account_id = ? AND client_token = ? AND created_at > ? ORDER BY seq DESC LIMIT 1"
     ))
@@ -346,7 +300,7 @@ pub(super) async fn delete_token(
     token_id: &str,
     now: OffsetDateTime,
 ) -> Result<()> {
-    let mut tx = store.begin().await?;
+    let (mut tx, _turn) = store.begin().await?;
     let owner: Option<(String, String)> = sqlx::query_as("SELECT account_id, status FROM tokens WHERE token_id = ?")
         .bind(token_id)
         .fetch_optional(&mut *tx)

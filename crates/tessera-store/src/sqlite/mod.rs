@@ -7,22 +7,19 @@
 use crate::codec::{account_of, corrupt, license_of, new_access_key, random_account_id, version_json, version_outcome};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_core::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use tessera_core::consumption::{
-    self, check_in_refusal, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal,
-    CheckInRefusal, CheckoutPlan, Consumption, ConsumptionStatus, Draw,
-};
+use tessera_core::consumption::Consumption;
 use tessera_core::environment::Environment;
-use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
-use tessera_core::license::{CheckoutType, License, LicenseStatus, Tag};
+use tessera_core::grant::Grant;
+use tessera_core::license::{License, LicenseStatus, Tag};
 use tessera_core::timefmt::{from_millis, to_millis};
 use tessera_core::{AccountId, LicenseArn};
 
@@ -34,6 +31,7 @@ use crate::{
 
 mod environments;
 mod grants;
+mod hot;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -41,67 +39,13 @@ pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
     /// The group-commit writer of the hot path (checkout, check-in, extension, expiry).
-    jobs: mpsc::Sender<Job>,
+    hot: hot::Hot,
+    /// Held around every write transaction of this process, by both writer connections.
+    gate: Arc<Mutex<()>>,
 }
 
-/// Runs after the batch's COMMIT: `None` if it succeeded, else why not.
-type Completion = Box<dyn FnOnce(Option<String>) + Send>;
-
-/// One write of a batch, run inside its own savepoint; says whether it succeeded.
-type Job = Box<dyn for<'a, 'b> FnOnce(&'a mut Transaction<'b, Sqlite>) -> BoxFuture<'a, (bool, Completion)> + Send>;
-
-/// At most this many writes share one transaction (and one fsync).
-const MAX_BATCH: usize = 128;
-
-/// Group commit: takes every write that is waiting, runs each in a savepoint of
-/// one transaction, commits once, and only then answers each of them. A write
-/// that fails rolls back to its savepoint and leaves the others intact; if the
-/// commit fails, every write of the batch is answered with the failure.
-async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.recv().await {
-        // Writers woken by the previous commit are still queueing theirs: let
-        // them, so that the next fsync covers them too.
-        tokio::task::yield_now().await;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let mut outer = match pool.begin_with("BEGIN IMMEDIATE").await {
-            Ok(t) => t,
-            Err(e) => {
-                // Dropping the jobs drops their reply channels: each caller gets an error.
-                tracing::error!(error = %e, "cannot begin a write transaction");
-                continue;
-            }
-        };
-        let mut done: Vec<Completion> = Vec::with_capacity(batch.len());
-        for job in batch {
-            let mut sp = match sqlx::Acquire::begin(&mut *outer).await {
-                Ok(sp) => sp,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot open a savepoint");
-                    continue;
-                }
-            };
-            let (ok, completion) = job(&mut sp).await;
-            let closed = if ok { sp.commit().await } else { sp.rollback().await };
-            match closed {
-                Ok(()) => done.push(completion),
-                Err(e) => completion(Some(e.to_string())),
-            }
-        }
-        match outer.commit().await {
-            Ok(()) => done.into_iter().for_each(|c| c(None)),
-            Err(e) => {
-                let e = e.to_string();
-                done.into_iter().for_each(|c| c(Some(e.clone())));
-            }
-        }
-    }
-}
+/// A write transaction of the general writer connection, holding the process's write turn.
+type WriteTx = (Transaction<'static, Sqlite>, OwnedMutexGuard<()>);
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs migrations.
@@ -126,42 +70,15 @@ impl SqliteStore {
         restrict_permissions(path);
         MIGRATOR.run(&write).await?;
         let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer(write.clone(), rx));
-        Ok(Self { read, write, jobs })
+        let gate = Arc::new(Mutex::new(()));
+        let hot = hot::Hot::start(path, gate.clone())?;
+        Ok(Self { read, write, hot, gate })
     }
 
-    /// Runs `f` in the group-commit writer; returns its result once it is durable.
-    async fn batched<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: for<'a, 'b> FnOnce(&'a mut Transaction<'b, Sqlite>) -> BoxFuture<'a, Result<T>> + Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(move |tx| {
-            Box::pin(async move {
-                let result = f(tx).await;
-                let ok = result.is_ok();
-                let completion: Completion = Box::new(move |failed| {
-                    let _ = reply.send(match failed {
-                        None => result,
-                        Some(e) => Err(StoreError::Unavailable(format!("the write was not committed: {e}"))),
-                    });
-                });
-                (ok, completion)
-            })
-        });
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the write transaction could not be started".into()))?
-    }
-
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    /// Begins a write transaction on the general writer connection once it is this connection's turn.
+    async fn begin(&self) -> Result<WriteTx> {
+        let turn = self.gate.clone().lock_owned().await;
+        Ok((self.write.begin_with("BEGIN IMMEDIATE").await?, turn))
     }
 }
 
@@ -186,91 +103,6 @@ async fn insert_access_key(tx: &mut Transaction<'_, Sqlite>, k: &AccessKey) -> R
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn consumption_of(row: &SqliteRow) -> Result<Consumption> {
-    let checkout_type: String = row.try_get("checkout_type")?;
-    let status: String = row.try_get("status")?;
-    Ok(Consumption {
-        token: row.try_get("token")?,
-        license_arn: row.try_get("license_arn")?,
-        consumer: account_of(&row.try_get::<String, _>("consumer_account")?)?,
-        checkout_type: CheckoutType::parse("checkout_type", &checkout_type).map_err(corrupt)?,
-        allowed: serde_json::from_str(&row.try_get::<String, _>("allowed")?).map_err(corrupt)?,
-        draws: serde_json::from_str(&row.try_get::<String, _>("draws")?).map_err(corrupt)?,
-        node_id: row.try_get("node_id")?,
-        beneficiary: row.try_get("beneficiary")?,
-        issued_at: from_millis(row.try_get("issued_at")?),
-        expires_at: from_millis(row.try_get("expires_at")?),
-        status: ConsumptionStatus::parse(&status).ok_or_else(|| corrupt(format!("status {status}")))?,
-        product_sku: row.try_get("product_sku")?,
-        key_fingerprint: row.try_get("key_fingerprint")?,
-        borrowed: row.try_get::<i64, _>("borrowed")? == 1,
-        checkout_metadata: match row.try_get::<Option<String>, _>("checkout_metadata")? {
-            Some(m) => serde_json::from_str(&m).map_err(corrupt)?,
-            None => Vec::new(),
-        },
-    })
-}
-
-const CONSUMPTION_COLUMNS: &str = "token, license_arn, consumer_account, checkout_type, allowed, draws, node_id, \
-     beneficiary, issued_at, expires_at, status, product_sku, key_fingerprint, request_hash, usage_epoch, borrowed, \
-     checkout_metadata";
-
-/// Returns a consumption's units to the pool, unless ResetUsage has reset the
-/// counters since it was taken (its units are then no longer counted).
-async fn release(tx: &mut Transaction<'_, Sqlite>, license_arn: &str, draws: &[Draw], epoch: i64) -> Result<()> {
-    let current: Option<i64> = sqlx::query_scalar("SELECT usage_epoch FROM licenses WHERE license_arn = ?")
-        .bind(license_arn)
-        .fetch_optional(&mut **tx)
-        .await?;
-    if current != Some(epoch) {
-        return Ok(());
-    }
-    for d in draws {
-        sqlx::query("UPDATE entitlement_usage SET consumed = MAX(consumed - ?, 0) WHERE license_arn = ? AND name = ?")
-            .bind(d.amount)
-            .bind(license_arn)
-            .bind(&d.name)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Expires due PROVISIONAL consumptions, of one license or of all, at most `limit`.
-async fn expire_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    license_arn: Option<&str>,
-    now_ms: i64,
-    limit: i64,
-) -> Result<u64> {
-    let rows = match license_arn {
-        Some(arn) => sqlx::query(
-            "SELECT token, license_arn, draws, usage_epoch FROM consumptions \
-             WHERE license_arn = ? AND status = 'ACTIVE' AND checkout_type = 'PROVISIONAL' AND expires_at <= ? LIMIT ?",
-        )
-        .bind(arn),
-        None => sqlx::query(
-            "SELECT token, license_arn, draws, usage_epoch FROM consumptions \
-             WHERE status = 'ACTIVE' AND checkout_type = 'PROVISIONAL' AND expires_at <= ? LIMIT ?",
-        ),
-    }
-    .bind(now_ms)
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await?;
-    for row in &rows {
-        let token: String = row.try_get("token")?;
-        let arn: String = row.try_get("license_arn")?;
-        let draws: Vec<Draw> = serde_json::from_str(&row.try_get::<String, _>("draws")?).map_err(corrupt)?;
-        release(tx, &arn, &draws, row.try_get("usage_epoch")?).await?;
-        sqlx::query("UPDATE consumptions SET status = 'EXPIRED', ended_at = expires_at WHERE token = ?")
-            .bind(&token)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(rows.len() as u64)
 }
 
 /// Brings `entitlement_usage` in line with a license version's counted entitlements.
@@ -396,182 +228,11 @@ async fn write_version(tx: &mut Transaction<'_, Sqlite>, license: &License, now_
     Ok(())
 }
 
-async fn load_consumption(tx: &mut Transaction<'_, Sqlite>, token: &str) -> Result<(Consumption, i64)> {
-    let row = sqlx::query(&format!(
-        "SELECT {CONSUMPTION_COLUMNS} FROM consumptions WHERE token = ?"
-    ))
-    .bind(token)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or_else(|| StoreError::NotFound(format!("no license consumption has the token '{token}'")))?;
-    Ok((consumption_of(&row)?, row.try_get("usage_epoch")?))
-}
-
-/// The answer to an earlier checkout with the same ClientToken, if any.
-async fn replay_checkout(
-    tx: &mut Transaction<'_, Sqlite>,
-    caller: &AccountId,
-    client_token: &str,
-    hash: &str,
-    op: &str,
-) -> Result<Option<Consumption>> {
-    let row = sqlx::query(&format!(
-        "SELECT {CONSUMPTION_COLUMNS} FROM consumptions WHERE consumer_account = ? AND client_token = ?"
-    ))
-    .bind(caller.as_str())
-    .bind(client_token)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let stored: String = row.try_get("request_hash")?;
-    if stored != hash {
-        return Err(StoreError::Conflict(format!(
-            "ClientToken '{client_token}' was already used with a different {op} request; use a new ClientToken for a new request"
-        )));
-    }
-    Ok(Some(consumption_of(&row)?))
-}
-
-/// Takes a plan's units with conditional updates, after expiring what is due
-/// on the license. Returns why not, undoing any partial draw, when a pool is short.
-async fn draw(
-    tx: &mut Transaction<'_, Sqlite>,
-    license: &License,
-    plan: &CheckoutPlan,
-    now_ms: i64,
-) -> Result<Option<String>> {
-    expire_in(tx, Some(&license.license_arn), now_ms, i64::MAX).await?;
-    let mut applied: Vec<&Draw> = Vec::new();
-    for d in &plan.draws {
-        let done = sqlx::query(
-            "UPDATE entitlement_usage SET consumed = consumed + ?1 WHERE license_arn = ?2 AND name = ?3 \
-             AND (overage = 1 OR max_count IS NULL OR consumed + ?1 <= max_count)",
-        )
-        .bind(d.amount)
-        .bind(&license.license_arn)
-        .bind(&d.name)
-        .execute(&mut **tx)
-        .await?;
-        if done.rows_affected() == 1 {
-            applied.push(d);
-            continue;
-        }
-        let (consumed, max): (i64, Option<i64>) =
-            sqlx::query_as("SELECT consumed, max_count FROM entitlement_usage WHERE license_arn = ? AND name = ?")
-                .bind(&license.license_arn)
-                .bind(&d.name)
-                .fetch_one(&mut **tx)
-                .await?;
-        for a in applied {
-            sqlx::query("UPDATE entitlement_usage SET consumed = consumed - ? WHERE license_arn = ? AND name = ?")
-                .bind(a.amount)
-                .bind(&license.license_arn)
-                .bind(&a.name)
-                .execute(&mut **tx)
-                .await?;
-        }
-        return Ok(Some(format!(
-            "entitlement '{}' of license {} is exhausted: {} of {} in use, {} requested",
-            d.name,
-            license.license_arn,
-            consumed,
-            max.unwrap_or(0),
-            d.amount
-        )));
-    }
-    Ok(None)
-}
-
-async fn insert_consumption(
-    tx: &mut Transaction<'_, Sqlite>,
-    c: &Consumption,
-    client_token: &str,
-    hash: &str,
-    epoch: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO consumptions (token, license_arn, consumer_account, client_token, request_hash, checkout_type, \
-         allowed, draws, node_id, beneficiary, product_sku, key_fingerprint, issued_at, expires_at, status, usage_epoch, \
-         borrowed, checkout_metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?)",
-    )
-    .bind(&c.token)
-    .bind(&c.license_arn)
-    .bind(c.consumer.as_str())
-    .bind(client_token)
-    .bind(hash)
-    .bind(c.checkout_type.as_str())
-    .bind(serde_json::to_string(&c.allowed).map_err(corrupt)?)
-    .bind(serde_json::to_string(&c.draws).map_err(corrupt)?)
-    .bind(&c.node_id)
-    .bind(&c.beneficiary)
-    .bind(&c.product_sku)
-    .bind(&c.key_fingerprint)
-    .bind(to_millis(c.issued_at))
-    .bind(to_millis(c.expires_at))
-    .bind(epoch)
-    .bind(c.borrowed)
-    .bind(if c.checkout_metadata.is_empty() {
-        None
-    } else {
-        Some(serde_json::to_string(&c.checkout_metadata).map_err(corrupt)?)
-    })
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Whether `caller` holds an ACTIVE grant chain on the license that allows `op`.
-async fn granted(
-    tx: &mut Transaction<'_, Sqlite>,
-    caller: &AccountId,
-    license_arn: &str,
-    op: AllowedOperation,
-) -> Result<bool> {
-    Ok(grants::chains_in(tx, caller, license_arn)
-        .await?
-        .iter()
-        .any(|chain| chain_permits(chain, op)))
-}
-
-/// Checks that `caller` may act on its own consumption `c` with `op` now, and returns the license.
-async fn usable_consumption(
-    tx: &mut Transaction<'_, Sqlite>,
-    caller: &AccountId,
-    c: &Consumption,
-    only_license: Option<&str>,
-    op: AllowedOperation,
-) -> Result<License> {
-    if &c.consumer != caller {
-        return Err(StoreError::AccessDenied(format!(
-            "the license consumption '{}' belongs to another account",
-            c.token
-        )));
-    }
-    if only_license.is_some_and(|only| only != c.license_arn) {
-        return Err(StoreError::AccessDenied(format!(
-            "the access token is for another license than consumption '{}'",
-            c.token
-        )));
-    }
-    let (license, _) = load_license(tx, &c.license_arn).await?;
-    let issuer = LicenseArn::parse("LicenseArn", &license.license_arn)
-        .map(|a| a.account() == caller)
-        .unwrap_or(false);
-    let direct = issuer || license.beneficiary_account().as_ref() == Some(caller);
-    if !direct && !granted(tx, caller, &license.license_arn, op).await? {
-        return Err(StoreError::AccessDenied(format!(
-            "account {caller} holds no ACTIVE grant on license {} that allows {op}",
-            license.license_arn
-        )));
-    }
-    Ok(license)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(level = "debug", skip(self))]
     async fn create_account(&self, name: &str, now: OffsetDateTime) -> Result<(Account, AccessKey)> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _turn) = self.begin().await?;
         let id = loop {
             let id = random_account_id();
             let taken: Option<String> = sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = ?")
@@ -616,9 +277,9 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(level = "debug", skip(self))]
     async fn create_access_key(&self, account: &AccountId, now: OffsetDateTime) -> Result<AccessKey> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _turn) = self.begin().await?;
         let exists: Option<String> = sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = ?")
             .bind(account.as_str())
             .fetch_optional(&mut *tx)
@@ -632,9 +293,9 @@ impl Store for SqliteStore {
         Ok(key)
     }
 
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(level = "debug", skip(self))]
     async fn revoke_access_key(&self, access_key_id: &str, now: OffsetDateTime) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _turn) = self.begin().await?;
         let done = sqlx::query("UPDATE access_keys SET active = 0, revoked_at = ? WHERE access_key_id = ?")
             .bind(to_millis(now))
             .bind(access_key_id)
@@ -680,7 +341,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_issuer_key(&self, key: StoredKey, now: OffsetDateTime) -> Result<StoredKey> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _turn) = self.begin().await?;
         sqlx::query(
             "INSERT INTO issuer_keys (kid, account_id, alg, private_der, public_jwk, created_at) VALUES (?, ?, ?, ?, ?, ?) \
              ON CONFLICT (account_id, alg) DO NOTHING",
@@ -713,7 +374,7 @@ impl Store for SqliteStore {
         rows.iter().map(stored_key).collect()
     }
 
-    #[tracing::instrument(skip_all, fields(license = %new.arn))]
+    #[tracing::instrument(level = "debug", skip_all, fields(license = %new.arn))]
     async fn create_license(&self, new: NewLicense, now: OffsetDateTime) -> Result<VersionOutcome> {
         let now_ms = to_millis(now);
         let issuer = new.arn.account().clone();
@@ -723,7 +384,7 @@ impl Store for SqliteStore {
             client_token: new.client_token.clone(),
             request_hash: new.request_hash.clone(),
         };
-        let mut tx = self.begin().await?;
+        let (mut tx, _turn) = self.begin().await?;
         if let Some(out) = replay(&mut tx, &key).await? {
             return version_outcome(&out);
         }
@@ -770,7 +431,7 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    #[tracing::instrument(skip_all, fields(license = %new.arn))]
+    #[tracing::instrument(level = "debug", skip_all, fields(license = %new.arn))]
     async fn create_license_version(&self, new: NewVersion, now: OffsetDateTime) -> Result<VersionOutcome> {
         let now_ms = to_millis(now);
         let key = Idempotency {
@@ -779,7 +440,7 @@ impl Store for SqliteStore {
             client_token: new.client_token.clone(),
             request_hash: new.request_hash.clone(),
         };
-        let mut tx = self.begin().await?;
+        let (mut tx, _turn) = self.begin().await?;
         if let Some(out) = replay(&mut tx, &key).await? {
             return version_outcome(&out);
         }
@@ -887,9 +548,9 @@ impl Store for SqliteStore {
         page(rows, limit)
     }
 
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(level = "debug", skip(self))]
     async fn delete_license(&self, arn: &LicenseArn, source_version: &str, now: OffsetDateTime) -> Result<License> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _turn) = self.begin().await?;
         let (mut license, _) = load_license(&mut tx, arn.as_str()).await?;
         if license.status == LicenseStatus::Deleted {
             return Err(StoreError::Conflict(format!("license {arn} is already deleted")));
@@ -907,181 +568,17 @@ impl Store for SqliteStore {
         Ok(license)
     }
 
-    #[tracing::instrument(skip_all, fields(account = %cmd.caller, sku = %cmd.product_sku))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %cmd.caller, sku = %cmd.product_sku))]
     async fn checkout(&self, cmd: CheckoutCommand, now: OffsetDateTime) -> Result<Consumption> {
-        self.batched(move |tx| {
-            Box::pin(async move {
-                    let now_ms = to_millis(now);
-                    if let Some(c) = replay_checkout(
-                        &mut *tx,
-                        &cmd.caller,
-                        &cmd.client_token,
-                        &cmd.request_hash,
-                        "CheckoutLicense",
-                    )
-                    .await?
-                    {
-                        return Ok(c);
-                    }
-                    let rows = sqlx::query(
-                        "SELECT document, usage_epoch FROM licenses WHERE product_sku = ? AND key_fingerprint = ? ORDER BY seq",
-                    )
-                    .bind(&cmd.product_sku)
-                    .bind(&cmd.key_fingerprint)
-                    .fetch_all(&mut **tx)
-                    .await?;
-                    let mut reasons = Vec::new();
-                    let mut own_license_without_beneficiary = false;
-                    for row in &rows {
-                        let license = license_of(&row.try_get::<String, _>("document")?)?;
-                        let epoch: i64 = row.try_get("usage_epoch")?;
-                        if cmd
-                            .only_license
-                            .as_deref()
-                            .is_some_and(|only| only != license.license_arn)
-                        {
-                            continue;
-                        }
-                        let direct = may_checkout(&license, &cmd.caller, cmd.beneficiary.as_deref());
-                        if !direct
-                            && (cmd.beneficiary.is_some()
-                                || !granted(
-                                    &mut *tx,
-                                    &cmd.caller,
-                                    &license.license_arn,
-                                    AllowedOperation::CheckoutLicense,
-                                )
-                                .await?)
-                        {
-                            own_license_without_beneficiary |= cmd.beneficiary.is_none()
-                                && LicenseArn::parse("LicenseArn", &license.license_arn)
-                                    .map(|a| a.account() == &cmd.caller)
-                                    .unwrap_or(false);
-                            continue;
-                        }
-                        if let Some(r) = unavailable_reason(&license, now) {
-                            reasons.push(r);
-                            continue;
-                        }
-                        let plan = match plan_checkout(&license, &cmd.entitlements) {
-                            Ok(p) => p,
-                            Err(r) => {
-                                reasons.push(r);
-                                continue;
-                            }
-                        };
-                        if let Some(short) = draw(&mut *tx, &license, &plan, now_ms).await? {
-                            reasons.push(short);
-                            continue;
-                        }
-                        let c = Consumption {
-                            token: cmd.token.clone(),
-                            license_arn: license.license_arn.clone(),
-                            consumer: cmd.caller.clone(),
-                            checkout_type: cmd.checkout_type,
-                            allowed: plan.allowed,
-                            draws: plan.draws,
-                            node_id: cmd.node_id.clone(),
-                            beneficiary: cmd.beneficiary.clone(),
-                            issued_at: now,
-                            expires_at: consumption::expiry(&license, now),
-                            status: ConsumptionStatus::Active,
-                            product_sku: license.product_sku.clone(),
-                            key_fingerprint: license.issuer.key_fingerprint.clone(),
-                            borrowed: false,
-                            checkout_metadata: Vec::new(),
-                        };
-                        insert_consumption(&mut *tx, &c, &cmd.client_token, &cmd.request_hash, epoch).await?;
-                        return Ok(c);
-                    }
-                    // Nothing was drawn; the transaction rolls back on drop.
-                    if reasons.is_empty() {
-                        let mut msg = format!(
-                            "no license with ProductSKU '{}' and KeyFingerprint '{}' is available to account {}",
-                            cmd.product_sku, cmd.key_fingerprint, cmd.caller
-                        );
-                        if own_license_without_beneficiary {
-                            msg.push_str("; an issuer checking out its own license must name the beneficiary in Beneficiary");
-                        }
-                        if cmd.only_license.is_some() {
-                            msg.push_str(" through this access token");
-                        }
-                        return Err(StoreError::NoEntitlements(msg));
-                    }
-                    Err(StoreError::NoEntitlements(reasons.join("; ")))
-            })
-        })
-        .await
+        self.hot.write(move |ctx| hot::checkout(ctx, &cmd, now)).await
     }
 
-    #[tracing::instrument(skip_all, fields(account = %cmd.caller, license = %cmd.license_arn))]
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %cmd.caller, license = %cmd.license_arn))]
     async fn checkout_borrow(&self, cmd: BorrowCommand, now: OffsetDateTime) -> Result<Consumption> {
-        self.batched(move |tx| {
-            Box::pin(async move {
-                    let now_ms = to_millis(now);
-                    if let Some(c) = replay_checkout(
-                        &mut *tx,
-                        &cmd.caller,
-                        &cmd.client_token,
-                        &cmd.request_hash,
-                        "CheckoutBorrowLicense",
-                    )
-                    .await?
-                    {
-                        return Ok(c);
-                    }
-                    let (license, epoch) = load_license(&mut *tx, &cmd.license_arn).await?;
-                    let direct = license.beneficiary_account().as_ref() == Some(&cmd.caller);
-                    if !direct
-                        && !granted(
-                            &mut *tx,
-                            &cmd.caller,
-                            &license.license_arn,
-                            AllowedOperation::CheckoutBorrowLicense,
-                        )
-                        .await?
-                    {
-                        return Err(StoreError::AccessDenied(format!(
-                            "account {} may not borrow license {}: it is not the beneficiary and holds no ACTIVE grant allowing CheckoutBorrowLicense",
-                            cmd.caller, license.license_arn
-                        )));
-                    }
-                    if let Some(r) = unavailable_reason(&license, now) {
-                        return Err(StoreError::NoEntitlements(r));
-                    }
-                    let plan = match plan_borrow(&license, &cmd.entitlements) {
-                        Ok(p) => p,
-                        Err(BorrowRefusal::NotBorrowable(m)) => return Err(StoreError::Invalid(m)),
-                        Err(BorrowRefusal::NotHeld(m)) => return Err(StoreError::EntitlementNotAllowed(m)),
-                    };
-                    if let Some(short) = draw(&mut *tx, &license, &plan, now_ms).await? {
-                        return Err(StoreError::NoEntitlements(short));
-                    }
-                    let c = Consumption {
-                        token: cmd.token.clone(),
-                        license_arn: license.license_arn.clone(),
-                        consumer: cmd.caller.clone(),
-                        checkout_type: CheckoutType::Provisional,
-                        allowed: plan.allowed,
-                        draws: plan.draws,
-                        node_id: cmd.node_id.clone(),
-                        beneficiary: None,
-                        issued_at: now,
-                        expires_at: consumption::borrow_expiry(&license, now),
-                        status: ConsumptionStatus::Active,
-                        product_sku: license.product_sku.clone(),
-                        key_fingerprint: license.issuer.key_fingerprint.clone(),
-                        borrowed: true,
-                        checkout_metadata: cmd.metadata.clone(),
-                    };
-                    insert_consumption(&mut *tx, &c, &cmd.client_token, &cmd.request_hash, epoch).await?;
-                    Ok(c)
-            })
-        })
-        .await
+        self.hot.write(move |ctx| hot::checkout_borrow(ctx, &cmd, now)).await
     }
 
-    #[tracing::instrument(skip(self, token))]
+    #[tracing::instrument(level = "debug", skip(self, token))]
     async fn check_in(
         &self,
         caller: &AccountId,
@@ -1089,48 +586,13 @@ impl Store for SqliteStore {
         only_license: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<()> {
-        let (caller, token, only_license) = (caller.clone(), token.to_owned(), only_license.map(str::to_owned));
-        self.batched(move |tx| {
-            Box::pin(async move {
-                let (caller, token, only_license) = (&caller, token.as_str(), only_license.as_deref());
-                    let (c, epoch) = load_consumption(&mut *tx, token).await?;
-                    let license = usable_consumption(&mut *tx, caller, &c, only_license, AllowedOperation::CheckInLicense).await?;
-                    match check_in_refusal(&c, &license, now) {
-                        Some(CheckInRefusal::Perpetual) => {
-                            return Err(StoreError::Invalid(format!(
-                                "license consumption '{token}' is PERPETUAL: its units are consumed for good and cannot be checked in"
-                            )))
-                        }
-                        Some(CheckInRefusal::EarlyCheckIn(until)) => {
-                            return Err(StoreError::Invalid(format!(
-                                "license consumption '{token}' is borrowed until {until}, and license {} does not allow early check-in (BorrowConfiguration.AllowEarlyCheckIn is false)",
-                                c.license_arn
-                            )))
-                        }
-                        Some(CheckInRefusal::NotActive(why)) => {
-                            return Err(StoreError::Conflict(format!("license consumption '{token}' {why}")))
-                        }
-                        Some(CheckInRefusal::NotAllowed(name)) => {
-                            return Err(StoreError::Invalid(format!(
-                                "license {} does not allow check-in of entitlement '{name}' (AllowCheckIn is false)",
-                                c.license_arn
-                            )))
-                        }
-                        None => {}
-                    }
-                    release(&mut *tx, &c.license_arn, &c.draws, epoch).await?;
-                    sqlx::query("UPDATE consumptions SET status = 'CHECKED_IN', ended_at = ? WHERE token = ?")
-                        .bind(to_millis(now))
-                        .bind(token)
-                        .execute(&mut **tx)
-                        .await?;
-                    Ok(())
-            })
-        })
-        .await
+        let (caller, token, only) = (caller.clone(), token.to_owned(), only_license.map(str::to_owned));
+        self.hot
+            .write(move |ctx| hot::check_in(ctx, &caller, &token, only.as_deref(), now))
+            .await
     }
 
-    #[tracing::instrument(skip(self, token))]
+    #[tracing::instrument(level = "debug", skip(self, token))]
     async fn extend(
         &self,
         caller: &AccountId,
@@ -1139,105 +601,19 @@ impl Store for SqliteStore {
         dry_run: bool,
         now: OffsetDateTime,
     ) -> Result<Consumption> {
-        let (caller, token, only_license) = (caller.clone(), token.to_owned(), only_license.map(str::to_owned));
-        self.batched(move |tx| {
-            Box::pin(async move {
-                let (caller, token, only_license) = (&caller, token.as_str(), only_license.as_deref());
-                    let (mut c, _) = load_consumption(&mut *tx, token).await?;
-                    let license = usable_consumption(
-                        &mut *tx,
-                        caller,
-                        &c,
-                        only_license,
-                        AllowedOperation::ExtendConsumptionLicense,
-                    )
-                    .await?;
-                    if c.checkout_type == CheckoutType::Perpetual {
-                        return Err(StoreError::Invalid(format!(
-                            "license consumption '{token}' is PERPETUAL: it never returns to the pool, so there is nothing to extend"
-                        )));
-                    }
-                    if c.borrowed {
-                        return Err(StoreError::Invalid(format!(
-                            "license consumption '{token}' is borrowed until {}; a borrow's term cannot be extended",
-                            c.expiration_str()
-                        )));
-                    }
-                    match c.status {
-                        ConsumptionStatus::CheckedIn => {
-                            return Err(StoreError::NotFound(format!(
-                                "license consumption '{token}' is no longer active: it was checked in"
-                            )))
-                        }
-                        ConsumptionStatus::Expired => {
-                            return Err(StoreError::NotFound(format!(
-                                "license consumption '{token}' is no longer active: it expired at {}",
-                                c.expiration_str()
-                            )))
-                        }
-                        ConsumptionStatus::Active if c.expires_at <= now => {
-                            return Err(StoreError::NotFound(format!(
-                                "license consumption '{token}' is no longer active: it expired at {}",
-                                c.expiration_str()
-                            )))
-                        }
-                        ConsumptionStatus::Active => {}
-                    }
-                    if let Some(r) = unavailable_reason(&license, now) {
-                        return Err(StoreError::Invalid(format!(
-                            "cannot extend license consumption '{token}': {r}"
-                        )));
-                    }
-                    if dry_run {
-                        return Ok(c);
-                    }
-                    c.expires_at = consumption::expiry(&license, now);
-                    sqlx::query("UPDATE consumptions SET expires_at = ? WHERE token = ?")
-                        .bind(to_millis(c.expires_at))
-                        .bind(token)
-                        .execute(&mut **tx)
-                        .await?;
-                    Ok(c)
-            })
-        })
-        .await
+        let (caller, token, only) = (caller.clone(), token.to_owned(), only_license.map(str::to_owned));
+        self.hot
+            .write(move |ctx| hot::extend(ctx, &caller, &token, only.as_deref(), dry_run, now))
+            .await
     }
 
     async fn license_usage(&self, arn: &str, now: OffsetDateTime) -> Result<Vec<EntitlementUsage>> {
         let arn = arn.to_owned();
-        self.batched(move |tx| {
-            Box::pin(async move {
-                let arn = arn.as_str();
-                    expire_in(&mut *tx, Some(arn), to_millis(now), i64::MAX).await?;
-                    let rows = sqlx::query(
-                        "SELECT name, unit, consumed, max_count FROM entitlement_usage WHERE license_arn = ? ORDER BY rowid",
-                    )
-                    .bind(arn)
-                    .fetch_all(&mut **tx)
-                    .await?;
-                    rows.iter()
-                        .map(|r| {
-                            Ok(EntitlementUsage {
-                                name: r.try_get("name")?,
-                                unit: r.try_get("unit")?,
-                                consumed: r.try_get("consumed")?,
-                                max_count: r.try_get("max_count")?,
-                            })
-                        })
-                        .collect()
-            })
-        })
-        .await
+        self.hot.write(move |ctx| hot::license_usage(ctx, &arn, now)).await
     }
 
     async fn expire_due(&self, now: OffsetDateTime) -> Result<u64> {
-        self.batched(move |tx| {
-            Box::pin(async move {
-                let n = expire_in(&mut *tx, None, to_millis(now), 1000).await?;
-                Ok(n)
-            })
-        })
-        .await
+        self.hot.write(move |ctx| hot::expire_due(ctx, now)).await
     }
 
     async fn create_grant(&self, new: NewGrant, now: OffsetDateTime) -> Result<GrantOutcome> {
@@ -1263,8 +639,8 @@ impl Store for SqliteStore {
     }
 
     async fn grant_chains(&self, grantee: &AccountId, license_arn: &str) -> Result<Vec<Vec<Grant>>> {
-        let mut conn = self.read.acquire().await?;
-        grants::chains(&mut conn, grantee, license_arn).await
+        let (grantee, arn) = (grantee.clone(), license_arn.to_owned());
+        self.hot.read(move |ctx| hot::grant_chains(ctx, &grantee, &arn)).await
     }
 
     async fn create_token(
@@ -1338,7 +714,7 @@ impl Store for SqliteStore {
     }
 
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _turn) = self.begin().await?;
         for t in tags {
             sqlx::query("INSERT INTO tags (resource_arn, key, value) VALUES (?, ?, ?) ON CONFLICT (resource_arn, key) DO UPDATE SET value = excluded.value")
                 .bind(arn)
@@ -1352,7 +728,7 @@ impl Store for SqliteStore {
     }
 
     async fn untag_resource(&self, arn: &str, keys: &[String]) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (mut tx, _turn) = self.begin().await?;
         for k in keys {
             sqlx::query("DELETE FROM tags WHERE resource_arn = ? AND key = ?")
                 .bind(arn)

@@ -1,0 +1,809 @@
+//! The hot path on SQLite: checkout, borrow, check-in, extension, usage and
+//! expiry, group-committed on one dedicated thread that owns a connection.
+//!
+//! Each statement here is a plain function call on the thread that owns the
+//! connection, so a checkout costs microseconds of SQLite work instead of a
+//! cross-thread hand-off per statement. Every write waiting when a batch starts
+//! runs in its own savepoint of one transaction; the batch commits once (one
+//! WAL fsync) and only then is each write answered.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use time::OffsetDateTime;
+use tokio::sync::{oneshot, Mutex};
+
+use tessera_core::consumption::{
+    self, check_in_refusal, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal,
+    CheckInRefusal, CheckoutPlan, Consumption, ConsumptionStatus, Draw,
+};
+use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
+use tessera_core::license::{CheckoutType, License};
+use tessera_core::timefmt::{from_millis, to_millis};
+use tessera_core::{AccountId, LicenseArn};
+
+use crate::codec::{account_of, corrupt, grant_of, license_of};
+use crate::{BorrowCommand, CheckoutCommand, EntitlementUsage, Result, StoreError};
+
+/// At most this many writes share one transaction (and one fsync).
+const MAX_BATCH: usize = 256;
+
+/// Re-grants deeper than this are refused when followed (a cycle cannot form, but be safe).
+const MAX_CHAIN: usize = 16;
+
+/// Parsed license documents by ARN, valid while the stored version is the same.
+const LICENSE_CACHE: usize = 10_000;
+
+/// What a job may use: the connection and what the thread keeps between jobs.
+pub(super) struct Ctx {
+    conn: Connection,
+    licenses: HashMap<String, (i64, Arc<License>)>,
+}
+
+/// Runs after the batch's COMMIT: `None` if it succeeded, else why not.
+type Completion = Box<dyn FnOnce(Option<String>) + Send>;
+
+enum Job {
+    /// Runs in a savepoint of the batch's transaction; says whether to keep its changes.
+    Write(Box<dyn FnOnce(&mut Ctx) -> (bool, Completion) + Send>),
+    /// Runs between batches, outside any transaction, and answers at once.
+    Read(Box<dyn FnOnce(&mut Ctx) + Send>),
+}
+
+/// The handle the async store holds; the thread stops when it is dropped.
+pub(super) struct Hot {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Hot {
+    /// Opens the hot-path connection on `path` (already migrated) and starts its thread.
+    /// `gate` is held around every write transaction in this process, so that the
+    /// other writer connection takes its turn between batches instead of polling the lock.
+    pub(super) fn start(path: &Path, gate: Arc<Mutex<()>>) -> Result<Self> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+        conn.set_prepared_statement_cache_capacity(64);
+        let (jobs, rx) = mpsc::channel();
+        let ctx = Ctx {
+            conn,
+            licenses: HashMap::new(),
+        };
+        std::thread::Builder::new()
+            .name("tessera-sqlite-writer".into())
+            .spawn(move || writer(ctx, rx, gate))
+            .map_err(|e| StoreError::Config(format!("cannot start the database writer thread: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` in the next batch; returns its result once the batch is durable.
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T>>();
+        let job = Job::Write(Box::new(move |ctx| {
+            let result = f(ctx);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |failed| {
+                let _ = reply.send(match failed {
+                    None => result,
+                    Some(e) => Err(StoreError::Unavailable(format!("the write was not committed: {e}"))),
+                });
+            });
+            (ok, completion)
+        }));
+        self.submit(job, answer).await
+    }
+
+    /// Runs `f` on the writer's connection between batches (it sees every committed write).
+    pub(super) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T>>();
+        let job = Job::Read(Box::new(move |ctx| {
+            let _ = reply.send(f(ctx));
+        }));
+        self.submit(job, answer).await
+    }
+
+    async fn submit<T>(&self, job: Job, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the database writer dropped the request".into()))?
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// Group commit: takes every job that is waiting, runs the reads, then runs
+/// each write in a savepoint of one transaction and commits once. A write that
+/// fails (or panics) rolls back to its savepoint and leaves the others intact;
+/// if the commit fails, every write of the batch is answered with the failure.
+fn writer(mut ctx: Ctx, rx: mpsc::Receiver<Job>, gate: Arc<Mutex<()>>) {
+    while let Ok(first) = rx.recv() {
+        let mut writes = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Read(f) => {
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&mut ctx))) {
+                        tracing::error!(panic = %panic_message(&*p), "a database read panicked");
+                    }
+                }
+                Job::Write(f) => writes.push(f),
+            }
+            if writes.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if writes.is_empty() {
+            continue;
+        }
+        let _turn = gate.blocking_lock();
+        if let Err(e) = ctx.conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the jobs drops their reply channels: each caller gets an error.
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            continue;
+        }
+        let mut done: Vec<Completion> = Vec::with_capacity(writes.len());
+        for f in writes {
+            if let Err(e) = ctx.conn.execute_batch("SAVEPOINT job") {
+                tracing::error!(error = %e, "cannot open a savepoint");
+                continue;
+            }
+            let (ok, completion) = match catch_unwind(AssertUnwindSafe(|| f(&mut ctx))) {
+                Ok(r) => r,
+                Err(p) => {
+                    // The job's reply channel was dropped in the unwind: its caller gets an error.
+                    tracing::error!(panic = %panic_message(&*p), "a database write panicked");
+                    (false, Box::new(|_| {}) as Completion)
+                }
+            };
+            let closed = if ok {
+                ctx.conn.execute_batch("RELEASE job")
+            } else {
+                ctx.conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            };
+            match closed {
+                Ok(()) => done.push(completion),
+                Err(e) => completion(Some(e.to_string())),
+            }
+        }
+        match ctx.conn.execute_batch("COMMIT") {
+            Ok(()) => done.into_iter().for_each(|c| c(None)),
+            Err(e) => {
+                let _ = ctx.conn.execute_batch("ROLLBACK");
+                // Cached documents may come from the rolled-back writes' reads; start afresh.
+                ctx.licenses.clear();
+                let e = e.to_string();
+                done.into_iter().for_each(|c| c(Some(e.clone())));
+            }
+        }
+    }
+}
+
+const CONSUMPTION_COLUMNS: &str = "token, license_arn, consumer_account, checkout_type, allowed, draws, node_id, \
+     beneficiary, issued_at, expires_at, status, product_sku, key_fingerprint, request_hash, usage_epoch, borrowed, \
+     checkout_metadata";
+
+/// A consumption row (selected with CONSUMPTION_COLUMNS), its request hash and usage epoch.
+fn consumption_of(row: &Row<'_>) -> rusqlite::Result<Result<(Consumption, String, i64)>> {
+    let checkout_type: String = row.get("checkout_type")?;
+    let status: String = row.get("status")?;
+    let allowed: String = row.get("allowed")?;
+    let draws: String = row.get("draws")?;
+    let metadata: Option<String> = row.get("checkout_metadata")?;
+    let consumer: String = row.get("consumer_account")?;
+    let (token, license_arn) = (row.get("token")?, row.get("license_arn")?);
+    let (node_id, beneficiary) = (row.get("node_id")?, row.get("beneficiary")?);
+    let (issued_at, expires_at): (i64, i64) = (row.get("issued_at")?, row.get("expires_at")?);
+    let (product_sku, key_fingerprint) = (row.get("product_sku")?, row.get("key_fingerprint")?);
+    let borrowed: i64 = row.get("borrowed")?;
+    let hash: String = row.get("request_hash")?;
+    let epoch: i64 = row.get("usage_epoch")?;
+    Ok((|| {
+        Ok((
+            Consumption {
+                token,
+                license_arn,
+                consumer: account_of(&consumer)?,
+                checkout_type: CheckoutType::parse("checkout_type", &checkout_type).map_err(corrupt)?,
+                allowed: serde_json::from_str(&allowed).map_err(corrupt)?,
+                draws: serde_json::from_str(&draws).map_err(corrupt)?,
+                node_id,
+                beneficiary,
+                issued_at: from_millis(issued_at),
+                expires_at: from_millis(expires_at),
+                status: ConsumptionStatus::parse(&status).ok_or_else(|| corrupt(format!("status {status}")))?,
+                product_sku,
+                key_fingerprint,
+                borrowed: borrowed == 1,
+                checkout_metadata: match metadata {
+                    Some(m) => serde_json::from_str(&m).map_err(corrupt)?,
+                    None => Vec::new(),
+                },
+            },
+            hash,
+            epoch,
+        ))
+    })())
+}
+
+fn load_consumption(conn: &Connection, token: &str) -> Result<(Consumption, i64)> {
+    let found = conn
+        .prepare_cached(&format!(
+            "SELECT {CONSUMPTION_COLUMNS} FROM consumptions WHERE token = ?1"
+        ))?
+        .query_row(params![token], consumption_of)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("no license consumption has the token '{token}'")))?;
+    let (c, _, epoch) = found?;
+    Ok((c, epoch))
+}
+
+/// The answer to an earlier checkout with the same ClientToken, if any.
+fn replay_checkout(
+    conn: &Connection,
+    caller: &AccountId,
+    client_token: &str,
+    hash: &str,
+    op: &str,
+) -> Result<Option<Consumption>> {
+    let found = conn
+        .prepare_cached(&format!(
+            "SELECT {CONSUMPTION_COLUMNS} FROM consumptions WHERE consumer_account = ?1 AND client_token = ?2"
+        ))?
+        .query_row(params![caller.as_str(), client_token], consumption_of)
+        .optional()?;
+    let Some(found) = found else { return Ok(None) };
+    let (c, stored, _) = found?;
+    if stored != hash {
+        return Err(StoreError::Conflict(format!(
+            "ClientToken '{client_token}' was already used with a different {op} request; use a new ClientToken for a new request"
+        )));
+    }
+    Ok(Some(c))
+}
+
+impl Ctx {
+    /// The parsed document of a license row, parsing it only when its version is new to the cache.
+    fn license(&mut self, arn: &str, version: i64, document: &str) -> Result<Arc<License>> {
+        if let Some((v, l)) = self.licenses.get(arn) {
+            if *v == version {
+                return Ok(l.clone());
+            }
+        }
+        if self.licenses.len() >= LICENSE_CACHE {
+            self.licenses.clear();
+        }
+        let l = Arc::new(license_of(document)?);
+        self.licenses.insert(arn.to_owned(), (version, l.clone()));
+        Ok(l)
+    }
+
+    fn load_license(&mut self, arn: &str) -> Result<(Arc<License>, i64)> {
+        let row: Option<(i64, String, i64)> = self
+            .conn
+            .prepare_cached("SELECT version, document, usage_epoch FROM licenses WHERE license_arn = ?1")?
+            .query_row(params![arn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let (version, doc, epoch) = row.ok_or_else(|| StoreError::NotFound(format!("license {arn} does not exist")))?;
+        Ok((self.license(arn, version, &doc)?, epoch))
+    }
+
+    /// The licenses a checkout may draw from, oldest first, with their usage epochs.
+    fn licenses_for(&mut self, sku: &str, fingerprint: &str) -> Result<Vec<(Arc<License>, i64)>> {
+        let rows: Vec<(String, i64, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT license_arn, version, usage_epoch FROM licenses \
+                 WHERE product_sku = ?1 AND key_fingerprint = ?2 ORDER BY seq",
+            )?
+            .query_map(params![sku, fingerprint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (arn, version, epoch) in rows {
+            let cached = self
+                .licenses
+                .get(&arn)
+                .filter(|(v, _)| *v == version)
+                .map(|(_, l)| l.clone());
+            let license = match cached {
+                Some(l) => l,
+                None => {
+                    let doc: String = self
+                        .conn
+                        .prepare_cached("SELECT document FROM licenses WHERE license_arn = ?1")?
+                        .query_row(params![arn], |r| r.get(0))?;
+                    self.license(&arn, version, &doc)?
+                }
+            };
+            out.push((license, epoch));
+        }
+        Ok(out)
+    }
+}
+
+/// Returns a consumption's units to the pool, unless ResetUsage has reset the
+/// counters since it was taken (its units are then no longer counted).
+fn release(conn: &Connection, license_arn: &str, draws: &[Draw], epoch: i64) -> Result<()> {
+    let current: Option<i64> = conn
+        .prepare_cached("SELECT usage_epoch FROM licenses WHERE license_arn = ?1")?
+        .query_row(params![license_arn], |r| r.get(0))
+        .optional()?;
+    if current != Some(epoch) {
+        return Ok(());
+    }
+    let mut update = conn.prepare_cached(
+        "UPDATE entitlement_usage SET consumed = MAX(consumed - ?1, 0) WHERE license_arn = ?2 AND name = ?3",
+    )?;
+    for d in draws {
+        update.execute(params![d.amount, license_arn, d.name])?;
+    }
+    Ok(())
+}
+
+/// Expires due PROVISIONAL consumptions, of one license or of all, at most `limit`.
+fn expire_in(conn: &Connection, license_arn: Option<&str>, now_ms: i64, limit: i64) -> Result<u64> {
+    let map = |r: &Row<'_>| -> rusqlite::Result<(String, String, String, i64)> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    };
+    let due: Vec<(String, String, String, i64)> = match license_arn {
+        Some(arn) => conn
+            .prepare_cached(
+                "SELECT token, license_arn, draws, usage_epoch FROM consumptions WHERE license_arn = ?1 \
+                 AND status = 'ACTIVE' AND checkout_type = 'PROVISIONAL' AND expires_at <= ?2 LIMIT ?3",
+            )?
+            .query_map(params![arn, now_ms, limit], map)?
+            .collect::<rusqlite::Result<_>>()?,
+        None => conn
+            .prepare_cached(
+                "SELECT token, license_arn, draws, usage_epoch FROM consumptions \
+                 WHERE status = 'ACTIVE' AND checkout_type = 'PROVISIONAL' AND expires_at <= ?1 LIMIT ?2",
+            )?
+            .query_map(params![now_ms, limit], map)?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    for (token, arn, draws, epoch) in &due {
+        let draws: Vec<Draw> = serde_json::from_str(draws).map_err(corrupt)?;
+        release(conn, arn, &draws, *epoch)?;
+        conn.prepare_cached("UPDATE consumptions SET status = 'EXPIRED', ended_at = expires_at WHERE token = ?1")?
+            .execute(params![token])?;
+    }
+    Ok(due.len() as u64)
+}
+
+/// Takes a plan's units with conditional updates, after expiring what is due
+/// on the license. Returns why not, undoing any partial draw, when a pool is short.
+fn draw(conn: &Connection, license: &License, plan: &CheckoutPlan, now_ms: i64) -> Result<Option<String>> {
+    expire_in(conn, Some(&license.license_arn), now_ms, i64::MAX)?;
+    let arn = &license.license_arn;
+    let mut applied: Vec<&Draw> = Vec::new();
+    for d in &plan.draws {
+        let done = conn
+            .prepare_cached(
+                "UPDATE entitlement_usage SET consumed = consumed + ?1 WHERE license_arn = ?2 AND name = ?3 \
+                 AND (overage = 1 OR max_count IS NULL OR consumed + ?1 <= max_count)",
+            )?
+            .execute(params![d.amount, arn, d.name])?;
+        if done == 1 {
+            applied.push(d);
+            continue;
+        }
+        let (consumed, max): (i64, Option<i64>) = conn
+            .prepare_cached("SELECT consumed, max_count FROM entitlement_usage WHERE license_arn = ?1 AND name = ?2")?
+            .query_row(params![arn, d.name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for a in applied {
+            conn.prepare_cached(
+                "UPDATE entitlement_usage SET consumed = consumed - ?1 WHERE license_arn = ?2 AND name = ?3",
+            )?
+            .execute(params![a.amount, arn, a.name])?;
+        }
+        return Ok(Some(format!(
+            "entitlement '{}' of license {arn} is exhausted: {consumed} of {} in use, {} requested",
+            d.name,
+            max.unwrap_or(0),
+            d.amount
+        )));
+    }
+    Ok(None)
+}
+
+fn insert_consumption(conn: &Connection, c: &Consumption, client_token: &str, hash: &str, epoch: i64) -> Result<()> {
+    let metadata = if c.checkout_metadata.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&c.checkout_metadata).map_err(corrupt)?)
+    };
+    conn.prepare_cached(
+        "INSERT INTO consumptions (token, license_arn, consumer_account, client_token, request_hash, checkout_type, \
+         allowed, draws, node_id, beneficiary, product_sku, key_fingerprint, issued_at, expires_at, status, usage_epoch, \
+         borrowed, checkout_metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'ACTIVE', ?15, ?16, ?17)",
+    )?
+    .execute(params![
+        c.token,
+        c.license_arn,
+        c.consumer.as_str(),
+        client_token,
+        hash,
+        c.checkout_type.as_str(),
+        serde_json::to_string(&c.allowed).map_err(corrupt)?,
+        serde_json::to_string(&c.draws).map_err(corrupt)?,
+        c.node_id,
+        c.beneficiary,
+        c.product_sku,
+        c.key_fingerprint,
+        to_millis(c.issued_at),
+        to_millis(c.expires_at),
+        epoch,
+        c.borrowed,
+        metadata,
+    ])?;
+    Ok(())
+}
+
+/// The grantee's live grants on a license, each followed by its ancestors.
+pub(super) fn chains(conn: &Connection, grantee: &AccountId, license_arn: &str) -> Result<Vec<Vec<Grant>>> {
+    let docs: Vec<String> = conn
+        .prepare_cached(
+            "SELECT document FROM grants WHERE grantee_account = ?1 AND license_arn = ?2 \
+             AND status NOT IN ('REJECTED', 'DELETED') ORDER BY seq",
+        )?
+        .query_map(params![grantee.as_str(), license_arn], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::with_capacity(docs.len());
+    for d in docs {
+        let mut chain = vec![grant_of(&d)?];
+        while chain.len() < MAX_CHAIN {
+            let parent = chain.last().map(|g| g.parent_arn.clone()).unwrap_or_default();
+            if !parent.contains(":grant:") {
+                break;
+            }
+            let doc: Option<String> = conn
+                .prepare_cached("SELECT document FROM grants WHERE grant_arn = ?1")?
+                .query_row(params![parent], |r| r.get(0))
+                .optional()?;
+            match doc {
+                Some(d) => chain.push(grant_of(&d)?),
+                None => break,
+            }
+        }
+        out.push(chain);
+    }
+    Ok(out)
+}
+
+/// Whether `caller` holds an ACTIVE grant chain on the license that allows `op`.
+fn granted(conn: &Connection, caller: &AccountId, license_arn: &str, op: AllowedOperation) -> Result<bool> {
+    Ok(chains(conn, caller, license_arn)?
+        .iter()
+        .any(|chain| chain_permits(chain, op)))
+}
+
+/// Checks that `caller` may act on its own consumption `c` with `op` now, and returns the license.
+fn usable_consumption(
+    ctx: &mut Ctx,
+    caller: &AccountId,
+    c: &Consumption,
+    only_license: Option<&str>,
+    op: AllowedOperation,
+) -> Result<Arc<License>> {
+    if &c.consumer != caller {
+        return Err(StoreError::AccessDenied(format!(
+            "the license consumption '{}' belongs to another account",
+            c.token
+        )));
+    }
+    if only_license.is_some_and(|only| only != c.license_arn) {
+        return Err(StoreError::AccessDenied(format!(
+            "the access token is for another license than consumption '{}'",
+            c.token
+        )));
+    }
+    let (license, _) = ctx.load_license(&c.license_arn)?;
+    let issuer = LicenseArn::parse("LicenseArn", &license.license_arn)
+        .map(|a| a.account() == caller)
+        .unwrap_or(false);
+    let direct = issuer || license.beneficiary_account().as_ref() == Some(caller);
+    if !direct && !granted(&ctx.conn, caller, &license.license_arn, op)? {
+        return Err(StoreError::AccessDenied(format!(
+            "account {caller} holds no ACTIVE grant on license {} that allows {op}",
+            license.license_arn
+        )));
+    }
+    Ok(license)
+}
+
+pub(super) fn checkout(ctx: &mut Ctx, cmd: &CheckoutCommand, now: OffsetDateTime) -> Result<Consumption> {
+    let now_ms = to_millis(now);
+    if let Some(c) = replay_checkout(
+        &ctx.conn,
+        &cmd.caller,
+        &cmd.client_token,
+        &cmd.request_hash,
+        "CheckoutLicense",
+    )? {
+        return Ok(c);
+    }
+    let mut reasons = Vec::new();
+    let mut own_license_without_beneficiary = false;
+    for (license, epoch) in ctx.licenses_for(&cmd.product_sku, &cmd.key_fingerprint)? {
+        if cmd
+            .only_license
+            .as_deref()
+            .is_some_and(|only| only != license.license_arn)
+        {
+            continue;
+        }
+        let direct = may_checkout(&license, &cmd.caller, cmd.beneficiary.as_deref());
+        if !direct
+            && (cmd.beneficiary.is_some()
+                || !granted(
+                    &ctx.conn,
+                    &cmd.caller,
+                    &license.license_arn,
+                    AllowedOperation::CheckoutLicense,
+                )?)
+        {
+            own_license_without_beneficiary |= cmd.beneficiary.is_none()
+                && LicenseArn::parse("LicenseArn", &license.license_arn)
+                    .map(|a| a.account() == &cmd.caller)
+                    .unwrap_or(false);
+            continue;
+        }
+        if let Some(r) = unavailable_reason(&license, now) {
+            reasons.push(r);
+            continue;
+        }
+        let plan = match plan_checkout(&license, &cmd.entitlements) {
+            Ok(p) => p,
+            Err(r) => {
+                reasons.push(r);
+                continue;
+            }
+        };
+        if let Some(short) = draw(&ctx.conn, &license, &plan, now_ms)? {
+            reasons.push(short);
+            continue;
+        }
+        let c = Consumption {
+            token: cmd.token.clone(),
+            license_arn: license.license_arn.clone(),
+            consumer: cmd.caller.clone(),
+            checkout_type: cmd.checkout_type,
+            allowed: plan.allowed,
+            draws: plan.draws,
+            node_id: cmd.node_id.clone(),
+            beneficiary: cmd.beneficiary.clone(),
+            issued_at: now,
+            expires_at: consumption::expiry(&license, now),
+            status: ConsumptionStatus::Active,
+            product_sku: license.product_sku.clone(),
+            key_fingerprint: license.issuer.key_fingerprint.clone(),
+            borrowed: false,
+            checkout_metadata: Vec::new(),
+        };
+        insert_consumption(&ctx.conn, &c, &cmd.client_token, &cmd.request_hash, epoch)?;
+        return Ok(c);
+    }
+    // Nothing was drawn; the savepoint rolls back.
+    if reasons.is_empty() {
+        let mut msg = format!(
+            "no license with ProductSKU '{}' and KeyFingerprint '{}' is available to account {}",
+            cmd.product_sku, cmd.key_fingerprint, cmd.caller
+        );
+        if own_license_without_beneficiary {
+            msg.push_str("; an issuer checking out its own license must name the beneficiary in Beneficiary");
+        }
+        if cmd.only_license.is_some() {
+            msg.push_str(" through this access token");
+        }
+        return Err(StoreError::NoEntitlements(msg));
+    }
+    Err(StoreError::NoEntitlements(reasons.join("; ")))
+}
+
+pub(super) fn checkout_borrow(ctx: &mut Ctx, cmd: &BorrowCommand, now: OffsetDateTime) -> Result<Consumption> {
+    let now_ms = to_millis(now);
+    if let Some(c) = replay_checkout(
+        &ctx.conn,
+        &cmd.caller,
+        &cmd.client_token,
+        &cmd.request_hash,
+        "CheckoutBorrowLicense",
+    )? {
+        return Ok(c);
+    }
+    let (license, epoch) = ctx.load_license(&cmd.license_arn)?;
+    let direct = license.beneficiary_account().as_ref() == Some(&cmd.caller);
+    if !direct
+        && !granted(
+            &ctx.conn,
+            &cmd.caller,
+            &license.license_arn,
+            AllowedOperation::CheckoutBorrowLicense,
+        )?
+    {
+        return Err(StoreError::AccessDenied(format!(
+            "account {} may not borrow license {}: it is not the beneficiary and holds no ACTIVE grant allowing CheckoutBorrowLicense",
+            cmd.caller, license.license_arn
+        )));
+    }
+    if let Some(r) = unavailable_reason(&license, now) {
+        return Err(StoreError::NoEntitlements(r));
+    }
+    let plan = match plan_borrow(&license, &cmd.entitlements) {
+        Ok(p) => p,
+        Err(BorrowRefusal::NotBorrowable(m)) => return Err(StoreError::Invalid(m)),
+        Err(BorrowRefusal::NotHeld(m)) => return Err(StoreError::EntitlementNotAllowed(m)),
+    };
+    if let Some(short) = draw(&ctx.conn, &license, &plan, now_ms)? {
+        return Err(StoreError::NoEntitlements(short));
+    }
+    let c = Consumption {
+        token: cmd.token.clone(),
+        license_arn: license.license_arn.clone(),
+        consumer: cmd.caller.clone(),
+        checkout_type: CheckoutType::Provisional,
+        allowed: plan.allowed,
+        draws: plan.draws,
+        node_id: cmd.node_id.clone(),
+        beneficiary: None,
+        issued_at: now,
+        expires_at: consumption::borrow_expiry(&license, now),
+        status: ConsumptionStatus::Active,
+        product_sku: license.product_sku.clone(),
+        key_fingerprint: license.issuer.key_fingerprint.clone(),
+        borrowed: true,
+        checkout_metadata: cmd.metadata.clone(),
+    };
+    insert_consumption(&ctx.conn, &c, &cmd.client_token, &cmd.request_hash, epoch)?;
+    Ok(c)
+}
+
+pub(super) fn check_in(
+    ctx: &mut Ctx,
+    caller: &AccountId,
+    token: &str,
+    only_license: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<()> {
+    let (c, epoch) = load_consumption(&ctx.conn, token)?;
+    let license = usable_consumption(ctx, caller, &c, only_license, AllowedOperation::CheckInLicense)?;
+    match check_in_refusal(&c, &license, now) {
+        Some(CheckInRefusal::Perpetual) => {
+            return Err(StoreError::Invalid(format!(
+                "license consumption '{token}' is PERPETUAL: its units are consumed for good and cannot be checked in"
+            )))
+        }
+        Some(CheckInRefusal::EarlyCheckIn(until)) => {
+            return Err(StoreError::Invalid(format!(
+                "license consumption '{token}' is borrowed until {until}, and license {} does not allow early check-in (BorrowConfiguration.AllowEarlyCheckIn is false)",
+                c.license_arn
+            )))
+        }
+        Some(CheckInRefusal::NotActive(why)) => {
+            return Err(StoreError::Conflict(format!("license consumption '{token}' {why}")))
+        }
+        Some(CheckInRefusal::NotAllowed(name)) => {
+            return Err(StoreError::Invalid(format!(
+                "license {} does not allow check-in of entitlement '{name}' (AllowCheckIn is false)",
+                c.license_arn
+            )))
+        }
+        None => {}
+    }
+    release(&ctx.conn, &c.license_arn, &c.draws, epoch)?;
+    ctx.conn
+        .prepare_cached("UPDATE consumptions SET status = 'CHECKED_IN', ended_at = ?1 WHERE token = ?2")?
+        .execute(params![to_millis(now), token])?;
+    Ok(())
+}
+
+pub(super) fn extend(
+    ctx: &mut Ctx,
+    caller: &AccountId,
+    token: &str,
+    only_license: Option<&str>,
+    dry_run: bool,
+    now: OffsetDateTime,
+) -> Result<Consumption> {
+    let (mut c, _) = load_consumption(&ctx.conn, token)?;
+    let license = usable_consumption(
+        ctx,
+        caller,
+        &c,
+        only_license,
+        AllowedOperation::ExtendConsumptionLicense,
+    )?;
+    if c.checkout_type == CheckoutType::Perpetual {
+        return Err(StoreError::Invalid(format!(
+            "license consumption '{token}' is PERPETUAL: it never returns to the pool, so there is nothing to extend"
+        )));
+    }
+    if c.borrowed {
+        return Err(StoreError::Invalid(format!(
+            "license consumption '{token}' is borrowed until {}; a borrow's term cannot be extended",
+            c.expiration_str()
+        )));
+    }
+    match c.status {
+        ConsumptionStatus::CheckedIn => {
+            return Err(StoreError::NotFound(format!(
+                "license consumption '{token}' is no longer active: it was checked in"
+            )))
+        }
+        ConsumptionStatus::Expired => {
+            return Err(StoreError::NotFound(format!(
+                "license consumption '{token}' is no longer active: it expired at {}",
+                c.expiration_str()
+            )))
+        }
+        ConsumptionStatus::Active if c.expires_at <= now => {
+            return Err(StoreError::NotFound(format!(
+                "license consumption '{token}' is no longer active: it expired at {}",
+                c.expiration_str()
+            )))
+        }
+        ConsumptionStatus::Active => {}
+    }
+    if let Some(r) = unavailable_reason(&license, now) {
+        return Err(StoreError::Invalid(format!(
+            "cannot extend license consumption '{token}': {r}"
+        )));
+    }
+    if dry_run {
+        return Ok(c);
+    }
+    c.expires_at = consumption::expiry(&license, now);
+    ctx.conn
+        .prepare_cached("UPDATE consumptions SET expires_at = ?1 WHERE token = ?2")?
+        .execute(params![to_millis(c.expires_at), token])?;
+    Ok(c)
+}
+
+pub(super) fn license_usage(ctx: &mut Ctx, arn: &str, now: OffsetDateTime) -> Result<Vec<EntitlementUsage>> {
+    expire_in(&ctx.conn, Some(arn), to_millis(now), i64::MAX)?;
+    let rows = ctx
+        .conn
+        .prepare_cached(
+            "SELECT name, unit, consumed, max_count FROM entitlement_usage WHERE license_arn = ?1 ORDER BY rowid",
+        )?
+        .query_map(params![arn], |r| {
+            Ok(EntitlementUsage {
+                name: r.get(0)?,
+                unit: r.get(1)?,
+                consumed: r.get(2)?,
+                max_count: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+pub(super) fn expire_due(ctx: &mut Ctx, now: OffsetDateTime) -> Result<u64> {
+    expire_in(&ctx.conn, None, to_millis(now), 1000)
+}
+
+pub(super) fn grant_chains(ctx: &mut Ctx, grantee: &AccountId, license_arn: &str) -> Result<Vec<Vec<Grant>>> {
+    chains(&ctx.conn, grantee, license_arn)
+}
