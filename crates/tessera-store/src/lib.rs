@@ -4,6 +4,7 @@
 //! runs as one transaction that is durable before it returns, so an
 //! acknowledged response survives a crash. Only this crate contains SQL.
 
+pub mod baseline;
 mod codec;
 mod postgres;
 mod sqlite;

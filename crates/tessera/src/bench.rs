@@ -1,29 +1,50 @@
 //! `tessera bench checkout`: throughput and latency of PROVISIONAL checkout +
-//! check-in through SigV4-signed HTTP, against a baseline of the same calls
-//! made directly on the store in the same run.
+//! check-in through SigV4-signed HTTP against `tessera serve` processes, next to
+//! a raw baseline: the same conditional counter update issued directly against
+//! the same database, one transaction per call.
+//!
+//! The servers are separate processes (this executable, `serve`), so the
+//! benchmark's clients and the servers do not share a runtime, and each
+//! server's resident memory can be sampled on its own.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::Table;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use tessera_client::{Client, Credentials};
-use tessera_core::consumption::EntitlementData;
-use tessera_core::license::{CheckoutType, EntitlementUnit};
-use tessera_core::AccountId;
-use tessera_server::{AppState, ServerClock};
-use tessera_store::{CheckoutCommand, Store};
+use tessera_store::baseline::RawCounter;
+use tessera_store::PgStore;
 use time::OffsetDateTime;
 
 use crate::Output;
 
+/// The entitlement every benchmark license carries.
+const ENTITLEMENT: &str = "Seats";
+/// Seats on each license of the spread scenario: enough never to refuse.
+const AMPLE_SEATS: i64 = 1_000_000;
+/// How often the servers' resident memory is sampled during a measurement.
+const RSS_EVERY: Duration = Duration::from_millis(250);
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// PROVISIONAL checkout followed by check-in, many licenses and one hot license.
+    /// PROVISIONAL checkout followed by check-in over HTTP, against separate server
+    /// processes, next to a raw SQL baseline on the same database.
+    ///
+    /// Two scenarios: `spread` (clients spread over --licenses licenses with ample
+    /// seats) and `hot` (every client on one license whose seat limit is half the
+    /// clients). Each runs twice for --seconds: first the raw baseline (each client
+    /// loop takes one unit with one conditional UPDATE, then gives it back with a
+    /// second, each its own durable transaction, no HTTP), then over HTTP (each
+    /// client loop is one signed CheckoutLicense and, if granted, one
+    /// CheckInLicense). A loop counts as one checkout, granted or refused.
     Checkout(CheckoutBench),
 }
 
@@ -33,201 +54,53 @@ pub enum Scenario {
     Spread,
     /// Every client on one license with a seat limit of half the clients.
     Hot,
+    /// Spread, then hot.
     Both,
 }
 
 #[derive(Args)]
 pub struct CheckoutBench {
-    /// Concurrent clients.
+    /// Concurrent clients, spread round-robin over the replicas.
     #[arg(long, default_value_t = 64)]
     clients: usize,
     /// Licenses in the spread scenario.
     #[arg(long, default_value_t = 1000)]
     licenses: usize,
-    /// Seconds each measurement runs.
+    /// Seconds each measurement runs (two measurements per scenario).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     #[arg(long, value_enum, default_value_t = Scenario::Both)]
     scenario: Scenario,
-    /// Data directory for the benchmark's server (default: a fresh temporary one).
+    /// Database for the run: `sqlite://PATH` (used as is) or
+    /// `postgres://USER@HOST:PORT/DB[?pool_max_connections=N]`, where the benchmark
+    /// creates a fresh database on that server for the run and drops it afterwards.
+    /// Default: SQLite in a fresh temporary directory, removed afterwards.
+    #[arg(long, conflicts_with = "data_dir")]
+    database_url: Option<String>,
+    /// Directory for the SQLite database (`tessera.db`), kept afterwards; instead of --database-url.
     #[arg(long)]
-    data_dir: Option<std::path::PathBuf>,
+    data_dir: Option<PathBuf>,
+    /// `tessera serve` processes to start on the database. Several replicas are what
+    /// PostgreSQL deployments run; on SQLite they share the file through its lock
+    /// (measurable, but one writer at a time).
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     #[arg(long, value_enum, default_value_t)]
     output: Output,
-}
-
-struct Fixture {
-    store: Arc<dyn Store>,
-    endpoint: String,
-    customer: AccountId,
-    customer_creds: Credentials,
-    vendor_creds: Credentials,
-    vendor_fp: String,
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: u64,
-    refused: u64,
-    errors: u64,
-    hist: Option<Histogram<u64>>,
-}
-
-fn new_hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
-}
-
-/// Opens a store in `data_dir`, makes a vendor and a customer, and serves on a free port.
-async fn setup(data_dir: &std::path::Path) -> anyhow::Result<Fixture> {
-    let store = tessera_store::open(&format!("sqlite://{}", data_dir.join("tessera.db").display())).await?;
-    let now = OffsetDateTime::now_utc();
-    let (vendor, vkey) = store.create_account("bench-vendor", now).await?;
-    let (customer, ckey) = store.create_account("bench-customer", now).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let state = AppState::new(store.clone(), Arc::new(ServerClock::default()), false);
-    tokio::spawn(tessera_server::serve(listener, state, std::future::pending()));
-    Ok(Fixture {
-        store,
-        endpoint: format!("http://{addr}"),
-        customer: customer.id,
-        customer_creds: Credentials {
-            access_key_id: ckey.access_key_id,
-            secret_access_key: ckey.secret,
-        },
-        vendor_creds: Credentials {
-            access_key_id: vkey.access_key_id,
-            secret_access_key: vkey.secret,
-        },
-        vendor_fp: tessera_core::license::key_fingerprint(&vendor.id, "Bench"),
-    })
-}
-
-async fn create_licenses(
-    f: &Fixture,
-    vendor: &Client,
-    prefix: &str,
-    count: usize,
-    seats: i64,
-    progress: &ProgressBar,
-) -> anyhow::Result<Vec<String>> {
-    let begin = tessera_core::timefmt::format(OffsetDateTime::now_utc() - time::Duration::days(1));
-    let mut skus = Vec::with_capacity(count);
-    progress.set_length(count as u64);
-    progress.set_position(0);
-    progress.set_message(format!("creating {count} licenses"));
-    for i in 0..count {
-        let sku = format!("{prefix}-{i}");
-        vendor
-            .call(
-                "CreateLicense",
-                &json!({
-                    "LicenseName": sku, "ProductName": "Bench", "ProductSKU": sku,
-                    "Issuer": {"Name": "Bench"}, "HomeRegion": "us-east-1",
-                    "Validity": {"Begin": begin},
-                    "Entitlements": [{"Name": "Seats", "MaxCount": seats, "Unit": "Count", "AllowCheckIn": true}],
-                    "Beneficiary": f.customer.as_str(),
-                    "ConsumptionConfiguration": {"ProvisionalConfiguration": {"MaxTimeToLiveInMinutes": 60}},
-                    "ClientToken": format!("bench-{sku}"),
-                }),
-            )
-            .await?;
-        skus.push(sku);
-        progress.inc(1);
-    }
-    Ok(skus)
-}
-
-/// Runs `clients` loops of checkout + check-in for `seconds`; `op` does one pair.
-async fn measure<F, Fut>(clients: usize, seconds: u64, label: &str, progress: &ProgressBar, op: F) -> Tally
-where
-    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<bool, String>> + Send,
-{
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (stop, done, op) = (stop.clone(), done.clone(), op.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut t = Tally {
-                hist: Some(new_hist()),
-                ..Default::default()
-            };
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let start = Instant::now();
-                match op(c, n).await {
-                    Ok(true) => t.ok += 1,
-                    Ok(false) => t.refused += 1,
-                    Err(_) => t.errors += 1,
-                }
-                let us = start.elapsed().as_micros().max(1) as u64;
-                if let Some(h) = t.hist.as_mut() {
-                    let _ = h.record(us.min(60_000_000));
-                }
-                n += 1;
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            t
-        }));
-    }
-    progress.set_length(seconds);
-    progress.set_position(0);
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(seconds) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        progress.set_position(started.elapsed().as_secs().min(seconds));
-        progress.set_message(format!("{label}: {} checkouts", done.load(Ordering::Relaxed)));
-    }
-    stop.store(true, Ordering::Relaxed);
-    let mut total = Tally {
-        hist: Some(new_hist()),
-        ..Default::default()
-    };
-    for t in tasks {
-        if let Ok(t) = t.await {
-            total.ok += t.ok;
-            total.refused += t.refused;
-            total.errors += t.errors;
-            if let (Some(a), Some(b)) = (total.hist.as_mut(), t.hist.as_ref()) {
-                let _ = a.add(b);
-            }
-        }
-    }
-    total
-}
-
-fn summary(name: &str, t: &Tally, seconds: u64, baseline: Option<f64>) -> Value {
-    let h = t.hist.as_ref();
-    let q = |p: f64| h.map(|h| h.value_at_quantile(p) as f64 / 1000.0).unwrap_or(0.0);
-    let rate = (t.ok + t.refused) as f64 / seconds as f64;
-    json!({
-        "scenario": name,
-        "checkouts_per_sec": (rate * 10.0).round() / 10.0,
-        "granted": t.ok,
-        "refused": t.refused,
-        "errors": t.errors,
-        "p50_ms": q(0.5),
-        "p99_ms": q(0.99),
-        "ratio_to_baseline": baseline.map(|b| if b > 0.0 { ((rate / b) * 100.0).round() / 100.0 } else { 0.0 }),
-    })
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let BenchCommand::Checkout(args) = cmd;
     anyhow::ensure!(
-        args.clients > 0 && args.seconds > 0,
-        "--clients and --seconds must be positive"
+        args.clients > 0 && args.seconds > 0 && args.licenses > 0,
+        "--clients, --licenses and --seconds must be positive"
     );
-    let tmp;
-    let dir = match &args.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempdir()?;
-            tmp.0.clone()
-        }
-    };
+    anyhow::ensure!(
+        (1..=args.clients).contains(&args.replicas),
+        "--replicas must be between 1 and --clients ({})",
+        args.clients
+    );
+    let work = TempDir::new()?;
     let progress = if args.output == Output::Json {
         ProgressBar::hidden()
     } else {
@@ -237,168 +110,729 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let f = setup(&dir).await?;
-    let vendor = Client::new(&f.endpoint, f.vendor_creds.clone());
-    let customer = Client::new(&f.endpoint, f.customer_creds.clone());
-    let mut results = Vec::new();
 
-    let scenarios: Vec<(&str, usize, i64)> = match args.scenario {
-        Scenario::Spread => vec![("spread", args.licenses, 1_000_000)],
-        Scenario::Hot => vec![("hot", 1, (args.clients as i64 / 2).max(1))],
-        Scenario::Both => vec![
-            ("spread", args.licenses, 1_000_000),
-            ("hot", 1, (args.clients as i64 / 2).max(1)),
-        ],
+    let mut fresh_pg = None;
+    let url = match (&args.database_url, &args.data_dir) {
+        (Some(u), _) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            let name = format!("tessera_bench_{}", uuid::Uuid::new_v4().simple());
+            progress.set_message(format!("creating database {name}"));
+            let db_url = PgStore::create_database(u, &name).await?;
+            fresh_pg = Some((u.clone(), name));
+            db_url
+        }
+        (Some(u), _) => u.clone(),
+        (None, Some(dir)) => format!("sqlite://{}", dir.join("tessera.db").display()),
+        (None, None) => format!("sqlite://{}", work.0.join("tessera.db").display()),
     };
-    for (name, count, seats) in scenarios {
-        let skus = Arc::new(create_licenses(&f, &vendor, name, count, seats, &progress).await?);
 
-        // Baseline: the same checkout + check-in, directly on the store.
-        let store = f.store.clone();
-        let (cust, fp, s2) = (f.customer.clone(), f.vendor_fp.clone(), skus.clone());
-        let base = measure(
-            args.clients,
-            args.seconds,
-            &format!("{name} baseline (store)"),
-            &progress,
-            move |c, n| {
-                let (store, cust, fp, skus) = (store.clone(), cust.clone(), fp.clone(), s2.clone());
-                async move {
-                    let sku = skus[(c * 7919 + n as usize) % skus.len()].clone();
-                    let cmd = CheckoutCommand {
-                        caller: cust.clone(),
-                        product_sku: sku,
-                        key_fingerprint: fp,
-                        checkout_type: CheckoutType::Provisional,
-                        entitlements: vec![EntitlementData {
-                            name: "Seats".into(),
-                            value: Some("1".into()),
-                            unit: EntitlementUnit::Count,
-                        }],
-                        beneficiary: None,
-                        node_id: None,
-                        client_token: uuid::Uuid::new_v4().to_string(),
-                        request_hash: String::new(),
-                        token: uuid::Uuid::new_v4().simple().to_string(),
-                        only_license: None,
-                    };
-                    let now = OffsetDateTime::now_utc();
-                    match store.checkout(cmd, now).await {
-                        Ok(c) => store
-                            .check_in(&cust, &c.token, None, now)
-                            .await
-                            .map(|_| true)
-                            .map_err(|e| e.to_string()),
-                        Err(tessera_store::StoreError::NoEntitlements(_)) => Ok(false),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            },
-        )
-        .await;
-        let base_rate = (base.ok + base.refused) as f64 / args.seconds as f64;
-
-        let (client, fp, s3) = (customer.clone(), f.vendor_fp.clone(), skus.clone());
-        let http = measure(
-            args.clients,
-            args.seconds,
-            &format!("{name} over HTTP"),
-            &progress,
-            move |c, n| {
-                let (client, fp, skus) = (client.clone(), fp.clone(), s3.clone());
-                async move {
-                    let sku = &skus[(c * 7919 + n as usize) % skus.len()];
-                    let r = client
-                        .call(
-                            "CheckoutLicense",
-                            &json!({
-                                "ProductSKU": sku, "CheckoutType": "PROVISIONAL", "KeyFingerprint": fp,
-                                "Entitlements": [{"Name": "Seats", "Value": "1", "Unit": "Count"}],
-                                "ClientToken": uuid::Uuid::new_v4().to_string(),
-                            }),
-                        )
-                        .await;
-                    match r {
-                        Ok(v) => {
-                            let token = v["LicenseConsumptionToken"].as_str().unwrap_or_default();
-                            client
-                                .call("CheckInLicense", &json!({"LicenseConsumptionToken": token}))
-                                .await
-                                .map(|_| true)
-                                .map_err(|e| e.to_string())
-                        }
-                        Err(e) if e.kind() == Some("NoEntitlementsAllowedException") => Ok(false),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            },
-        )
-        .await;
-        results.push(summary(
-            &format!("{name} baseline (store, no HTTP)"),
-            &base,
-            args.seconds,
-            None,
-        ));
-        results.push(summary(
-            &format!("{name} (HTTP, SigV4)"),
-            &http,
-            args.seconds,
-            Some(base_rate),
-        ));
-    }
+    let outcome = tokio::select! {
+        r = bench(&args, &url, &work.0, &progress) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     progress.finish_and_clear();
-    let doc = json!({"clients": args.clients, "licenses": args.licenses, "seconds": args.seconds, "results": results});
+    // The servers are stopped by now (their guards dropped with `bench`).
+    if let Some((admin_url, name)) = fresh_pg {
+        if let Err(e) = PgStore::drop_database(&admin_url, &name).await {
+            eprintln!("warning: could not drop the benchmark database {name}: {e}");
+        }
+    }
+    let doc = outcome?;
     match args.output {
         Output::Json => println!("{doc}"),
-        Output::Table => {
-            let mut t = Table::new();
-            t.set_header(vec![
-                "scenario",
-                "checkouts/s",
-                "granted",
-                "refused",
-                "errors",
-                "p50 ms",
-                "p99 ms",
-                "vs baseline",
-            ]);
-            for r in &results {
-                t.add_row(vec![
-                    r["scenario"].as_str().unwrap_or_default().to_owned(),
-                    r["checkouts_per_sec"].to_string(),
-                    r["granted"].to_string(),
-                    r["refused"].to_string(),
-                    r["errors"].to_string(),
-                    r["p50_ms"].to_string(),
-                    r["p99_ms"].to_string(),
-                    r["ratio_to_baseline"]
-                        .as_f64()
-                        .map(|x| format!("{x}x"))
-                        .unwrap_or_else(|| "-".into()),
-                ]);
-            }
-            println!("{t}");
-            println!(
-                "{} clients, {} s per measurement; each checkout is PROVISIONAL, 1 seat, followed by a check-in.",
-                args.clients, args.seconds
-            );
-        }
+        Output::Table => print_table(&doc),
     }
     Ok(())
 }
 
+/// One scenario's licenses, made over the API.
+struct Licenses {
+    name: &'static str,
+    seats: i64,
+    skus: Vec<String>,
+    arns: Vec<String>,
+}
+
+async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &ProgressBar) -> anyhow::Result<Value> {
+    let shown_url = PgStore::redact_url(url);
+    // Accounts straight in the database (this also creates the schema), before any server runs.
+    progress.set_message("creating accounts");
+    let (vendor_id, vendor_creds, customer_id, customer_creds) = {
+        let store = tessera_store::open(url)
+            .await
+            .with_context(|| format!("cannot open the database at {shown_url}"))?;
+        let now = OffsetDateTime::now_utc();
+        let (vendor, vkey) = store.create_account("bench-vendor", now).await?;
+        let (customer, ckey) = store.create_account("bench-customer", now).await?;
+        (
+            vendor.id,
+            Credentials {
+                access_key_id: vkey.access_key_id,
+                secret_access_key: vkey.secret,
+            },
+            customer.id,
+            Credentials {
+                access_key_id: ckey.access_key_id,
+                secret_access_key: ckey.secret,
+            },
+        )
+    };
+
+    let mut servers = Vec::with_capacity(args.replicas);
+    for i in 0..args.replicas {
+        progress.set_message(format!("starting server {}/{}", i + 1, args.replicas));
+        servers.push(Server::start(i, url, work).await?);
+    }
+    // One HTTP client (one keep-alive connection pool) per replica, shared by its clients.
+    let customers: Arc<Vec<Client>> = Arc::new(
+        servers
+            .iter()
+            .map(|s| Client::new(&s.endpoint, customer_creds.clone()))
+            .collect(),
+    );
+    let vendor = Client::new(&servers[0].endpoint, vendor_creds);
+    let fingerprint = tessera_core::license::key_fingerprint(&vendor_id, "Bench");
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let hot_seats = (args.clients as i64 / 2).max(1);
+    let plan: Vec<(&'static str, usize, i64)> = match args.scenario {
+        Scenario::Spread => vec![("spread", args.licenses, AMPLE_SEATS)],
+        Scenario::Hot => vec![("hot", 1, hot_seats)],
+        Scenario::Both => vec![("spread", args.licenses, AMPLE_SEATS), ("hot", 1, hot_seats)],
+    };
+    let mut scenarios = Vec::new();
+    for (name, count, seats) in plan {
+        let skus: Vec<String> = (0..count).map(|i| format!("bench-{run_id}-{name}-{i}")).collect();
+        let arns = create_licenses(&vendor, customer_id.as_str(), &skus, seats, progress).await?;
+        scenarios.push(Licenses {
+            name,
+            seats,
+            skus,
+            arns,
+        });
+    }
+
+    // Every raw baseline first, then every HTTP run: on PostgreSQL the baseline's
+    // pool and the servers' pools are then not both full at once.
+    let mut baselines = Vec::new();
+    let counter = Arc::new(
+        RawCounter::open(url, args.clients as u32)
+            .await
+            .with_context(|| format!("cannot open the database at {shown_url} for the baseline"))?,
+    );
+    for sc in &scenarios {
+        let arns = Arc::new(sc.arns.clone());
+        let in_flight = Arc::new(InFlight::default());
+        let (c2, f2) = (counter.clone(), in_flight.clone());
+        let m = measure(
+            args.clients,
+            1,
+            args.seconds,
+            &format!("{} raw baseline", sc.name),
+            progress,
+            &[],
+            move |c, n| {
+                let (counter, in_flight, arns) = (c2.clone(), f2.clone(), arns.clone());
+                async move {
+                    let arn = &arns[pick(c, n, arns.len())];
+                    if !counter.take(arn, ENTITLEMENT).await.map_err(|e| e.to_string())? {
+                        return Ok(false);
+                    }
+                    in_flight.granted();
+                    in_flight.returning();
+                    match counter.give(arn, ENTITLEMENT).await {
+                        Ok(true) => Ok(true),
+                        Ok(false) => Err("nothing to give back".to_owned()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await;
+        baselines.push((m, in_flight.max()));
+    }
+    counter.close().await;
+    drop(counter);
+
+    let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let mut results = Vec::new();
+    for (sc, (base, base_max)) in scenarios.iter().zip(baselines) {
+        let skus = Arc::new(sc.skus.clone());
+        let in_flight = Arc::new(InFlight::default());
+        let (clients, f2, fp) = (customers.clone(), in_flight.clone(), fingerprint.clone());
+        let http = measure(
+            args.clients,
+            args.replicas,
+            args.seconds,
+            &format!("{} over HTTP", sc.name),
+            progress,
+            &pids,
+            move |c, n| {
+                let (clients, in_flight, skus, fp) = (clients.clone(), f2.clone(), skus.clone(), fp.clone());
+                async move {
+                    let client = &clients[c % clients.len()];
+                    let sku = &skus[pick(c, n, skus.len())];
+                    let body = json!({
+                        "ProductSKU": sku, "CheckoutType": "PROVISIONAL", "KeyFingerprint": fp,
+                        "Entitlements": [{"Name": ENTITLEMENT, "Value": "1", "Unit": "Count"}],
+                        "ClientToken": uuid::Uuid::new_v4().to_string(),
+                    });
+                    let token = match client.call("CheckoutLicense", &body).await {
+                        Ok(v) => match v["LicenseConsumptionToken"].as_str() {
+                            Some(t) => t.to_owned(),
+                            None => return Err("CheckoutLicense answered without a token".to_owned()),
+                        },
+                        Err(e) if e.kind() == Some("NoEntitlementsAllowedException") => return Ok(false),
+                        Err(e) => return Err(e.to_string()),
+                    };
+                    in_flight.granted();
+                    in_flight.returning();
+                    client
+                        .call("CheckInLicense", &json!({"LicenseConsumptionToken": token}))
+                        .await
+                        .map(|_| true)
+                        .map_err(|e| e.to_string())
+                }
+            },
+        )
+        .await;
+        let consumed_after = consumed_total(&customers[0], &sc.arns, progress).await?;
+        let max_in_flight = in_flight.max().max(base_max);
+        let base_rate = base.total.rate(base.elapsed);
+        let http_rate = http.total.rate(http.elapsed);
+        let replicas: Vec<Value> = http
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut v = t.summary(http.elapsed);
+                v["replica"] = json!(i + 1);
+                v["endpoint"] = json!(servers[i].endpoint);
+                v["clients"] = json!((0..args.clients).filter(|c| c % args.replicas == i).count());
+                v["peak_rss_mb"] = json!(http.peak_rss[i].map(mb));
+                v
+            })
+            .collect();
+        let total_rss: Option<u64> = http.peak_rss.iter().copied().sum();
+        let mut http_doc = http.total.summary(http.elapsed);
+        http_doc["peak_rss_mb"] = json!(total_rss.map(mb));
+        http_doc["max_in_flight"] = json!(in_flight.max());
+        http_doc["replicas"] = Value::Array(replicas);
+        let mut base_doc = base.total.summary(base.elapsed);
+        base_doc["max_in_flight"] = json!(base_max);
+        results.push(json!({
+            "scenario": sc.name,
+            "licenses": sc.arns.len(),
+            "seats_per_license": sc.seats,
+            "baseline": base_doc,
+            "http": http_doc,
+            "ratio_to_baseline": if base_rate > 0.0 { round(http_rate / base_rate, 2) } else { 0.0 },
+            "max_in_flight": max_in_flight,
+            "consumed_after": consumed_after,
+            "limit_exact": max_in_flight <= sc.seats as u64 && consumed_after == 0,
+        }));
+    }
+    drop(servers);
+    let backend = if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    Ok(json!({
+        "clients": args.clients,
+        "licenses": args.licenses,
+        "seconds": args.seconds,
+        "replicas": args.replicas,
+        "backend": backend,
+        "scenarios": results,
+    }))
+}
+
+/// Which license client `c` uses on its `n`th loop.
+fn pick(c: usize, n: u64, len: usize) -> usize {
+    (c.wrapping_mul(7919).wrapping_add(n as usize)) % len
+}
+
+/// Creates one license per SKU over the API, 16 at a time; returns their ARNs in SKU order.
+async fn create_licenses(
+    vendor: &Client,
+    beneficiary: &str,
+    skus: &[String],
+    seats: i64,
+    progress: &ProgressBar,
+) -> anyhow::Result<Vec<String>> {
+    const WORKERS: usize = 16;
+    let begin = tessera_core::timefmt::format(OffsetDateTime::now_utc() - time::Duration::days(1));
+    progress.set_length(skus.len() as u64);
+    progress.set_position(0);
+    progress.set_message(format!("creating {} licenses", skus.len()));
+    let skus = Arc::new(skus.to_vec());
+    let mut tasks = Vec::new();
+    for w in 0..WORKERS.min(skus.len()) {
+        let (vendor, skus, begin, beneficiary, progress) = (
+            vendor.clone(),
+            skus.clone(),
+            begin.clone(),
+            beneficiary.to_owned(),
+            progress.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut made = Vec::new();
+            for i in (w..skus.len()).step_by(WORKERS) {
+                let sku = &skus[i];
+                let r = vendor
+                    .call(
+                        "CreateLicense",
+                        &json!({
+                            "LicenseName": sku, "ProductName": "Bench", "ProductSKU": sku,
+                            "Issuer": {"Name": "Bench"}, "HomeRegion": "us-east-1",
+                            "Validity": {"Begin": begin},
+                            "Entitlements": [{"Name": ENTITLEMENT, "MaxCount": seats, "Unit": "Count", "AllowCheckIn": true}],
+                            "Beneficiary": beneficiary,
+                            "ConsumptionConfiguration": {"ProvisionalConfiguration": {"MaxTimeToLiveInMinutes": 60}},
+                            "ClientToken": sku,
+                        }),
+                    )
+                    .await
+                    .with_context(|| format!("CreateLicense {sku}"))?;
+                let arn = r["LicenseArn"]
+                    .as_str()
+                    .with_context(|| format!("CreateLicense {sku} answered without a LicenseArn"))?;
+                made.push((i, arn.to_owned()));
+                progress.inc(1);
+            }
+            anyhow::Ok(made)
+        }));
+    }
+    let mut all = Vec::with_capacity(skus.len());
+    for t in tasks {
+        all.extend(t.await.context("a license-creating task failed")??);
+    }
+    all.sort_unstable_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, arn)| arn).collect())
+}
+
+/// The sum of the consumed counts of `arns`, read with GetLicenseUsage.
+async fn consumed_total(client: &Client, arns: &[String], progress: &ProgressBar) -> anyhow::Result<u64> {
+    const WORKERS: usize = 16;
+    progress.set_message("reading usage");
+    let arns = Arc::new(arns.to_vec());
+    let mut tasks = Vec::new();
+    for w in 0..WORKERS.min(arns.len()) {
+        let (client, arns) = (client.clone(), arns.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sum = 0u64;
+            for arn in arns.iter().skip(w).step_by(WORKERS) {
+                let r = client
+                    .call("GetLicenseUsage", &json!({"LicenseArn": arn}))
+                    .await
+                    .with_context(|| format!("GetLicenseUsage {arn}"))?;
+                for u in r["LicenseUsage"]["EntitlementUsages"].as_array().into_iter().flatten() {
+                    let v = u["ConsumedValue"].as_str().unwrap_or("0");
+                    sum += v
+                        .parse::<u64>()
+                        .with_context(|| format!("GetLicenseUsage {arn}: ConsumedValue '{v}'"))?;
+                }
+            }
+            anyhow::Ok(sum)
+        }));
+    }
+    let mut sum = 0;
+    for t in tasks {
+        sum += t.await.context("a usage-reading task failed")??;
+    }
+    Ok(sum)
+}
+
+/// Seats a client holds, counted client-side: up after a granted checkout, down
+/// before its check-in is sent. Each count lies inside the server's own hold of
+/// that seat, so the peak is a lower bound of what the server had granted at
+/// once and must never exceed the seat limit.
+#[derive(Default)]
+struct InFlight {
+    now: AtomicI64,
+    max: AtomicI64,
+}
+
+impl InFlight {
+    fn granted(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+    }
+
+    fn returning(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn max(&self) -> u64 {
+        self.max.load(Ordering::SeqCst).max(0) as u64
+    }
+}
+
+struct Tally {
+    ok: u64,
+    refused: u64,
+    errors: u64,
+    first_error: Option<String>,
+    hist: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            ok: 0,
+            refused: 0,
+            errors: 0,
+            first_error: None,
+            hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+        }
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.ok += other.ok;
+        self.refused += other.refused;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+        let _ = self.hist.add(&other.hist);
+    }
+
+    /// Checkouts (granted or refused) per second.
+    fn rate(&self, elapsed: f64) -> f64 {
+        if elapsed > 0.0 {
+            (self.ok + self.refused) as f64 / elapsed
+        } else {
+            0.0
+        }
+    }
+
+    fn summary(&self, elapsed: f64) -> Value {
+        let q = |p: f64| {
+            if self.hist.is_empty() {
+                0.0
+            } else {
+                round(self.hist.value_at_quantile(p) as f64 / 1000.0, 3)
+            }
+        };
+        json!({
+            "checkouts_per_sec": round(self.rate(elapsed), 1),
+            "granted": self.ok,
+            "refused": self.refused,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "p50_ms": q(0.5),
+            "p99_ms": q(0.99),
+        })
+    }
+}
+
+struct Measured {
+    /// Seconds from the start until the last client finished its last loop.
+    elapsed: f64,
+    total: Tally,
+    /// One tally per group of clients (client `c` is in group `c % groups`).
+    groups: Vec<Tally>,
+    /// Peak resident set in bytes of each process in `pids`, if it could be read.
+    peak_rss: Vec<Option<u64>>,
+}
+
+/// Runs `clients` loops of `op` for `seconds`, sampling the resident memory of
+/// `pids` meanwhile. `op(client, n)` does one loop: Ok(true) granted, Ok(false)
+/// refused. A loop under way when time is up runs to its end and counts.
+async fn measure<F, Fut>(
+    clients: usize,
+    groups: usize,
+    seconds: u64,
+    label: &str,
+    progress: &ProgressBar,
+    pids: &[u32],
+    op: F,
+) -> Measured
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<bool, String>> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut peak_rss: Vec<Option<u64>> = pids.iter().map(|p| rss_bytes(*p)).collect();
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let (stop, done, op) = (stop.clone(), done.clone(), op.clone());
+        tasks.push((
+            c % groups,
+            tokio::spawn(async move {
+                let mut t = Tally::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    match op(c, n).await {
+                        Ok(true) => t.ok += 1,
+                        Ok(false) => t.refused += 1,
+                        Err(e) => {
+                            t.errors += 1;
+                            if t.first_error.is_none() {
+                                t.first_error = Some(e);
+                            }
+                        }
+                    }
+                    let us = (start.elapsed().as_micros() as u64).clamp(1, 60_000_000);
+                    let _ = t.hist.record(us);
+                    n += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                t
+            }),
+        ));
+    }
+    progress.set_length(seconds);
+    progress.set_position(0);
+    let deadline = Duration::from_secs(seconds);
+    while started.elapsed() < deadline {
+        tokio::time::sleep(RSS_EVERY.min(deadline.saturating_sub(started.elapsed()))).await;
+        for (peak, pid) in peak_rss.iter_mut().zip(pids) {
+            *peak = (*peak).max(rss_bytes(*pid));
+        }
+        progress.set_position(started.elapsed().as_secs().min(seconds));
+        progress.set_message(format!("{label}: {} checkouts", done.load(Ordering::Relaxed)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = Tally::new();
+    let mut by_group: Vec<Tally> = (0..groups).map(|_| Tally::new()).collect();
+    for (g, task) in tasks {
+        let t = match task.await {
+            Ok(t) => t,
+            Err(e) => {
+                let mut t = Tally::new();
+                t.errors = 1;
+                t.first_error = Some(format!("a client task failed: {e}"));
+                t
+            }
+        };
+        total.add(&t);
+        by_group[g].add(&t);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    for (peak, pid) in peak_rss.iter_mut().zip(pids) {
+        *peak = (*peak).max(rss_bytes(*pid));
+    }
+    Measured {
+        elapsed,
+        total,
+        groups: by_group,
+        peak_rss,
+    }
+}
+
+/// The resident set of process `pid` in bytes (VmRSS), where /proc has it.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn mb(bytes: u64) -> f64 {
+    round(bytes as f64 / (1024.0 * 1024.0), 1)
+}
+
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+/// A `tessera serve` process; killed when dropped.
+struct Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Server {
+    /// Starts `tessera serve` on a free local port and waits until it answers.
+    async fn start(index: usize, url: &str, work: &Path) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the tessera executable")?;
+        let log_path = work.join(format!("server-{}.log", index + 1));
+        let mut last_error = None;
+        // A port found free can be taken before the server binds it: try a few.
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .context("cannot find a free local port")?
+                .port();
+            let listen = format!("127.0.0.1:{port}");
+            let log =
+                std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+            let child = Command::new(&exe)
+                .arg("serve")
+                .arg("--listen")
+                .arg(&listen)
+                .arg("--database-url")
+                .arg(url)
+                .arg("--data-dir")
+                .arg(work)
+                .env_remove("TESSERA_TEST_CLOCK")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("cannot start {} serve", exe.display()))?;
+            let mut server = Server {
+                child,
+                endpoint: format!("http://{listen}"),
+            };
+            match server.wait_ready(Duration::from_secs(60)).await {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(10).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    last_error = Some(anyhow::anyhow!("{e}; its log ends with:\n{}", tail.join("\n")));
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("the server did not start")))
+            .with_context(|| format!("server {} did not start", index + 1))
+    }
+
+    /// Polls the JWKS endpoint until it answers, the process exits, or time is up.
+    async fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let probe = format!("{}/.well-known/jwks.json", self.endpoint);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("the server exited ({status})");
+            }
+            if let Ok(r) = http.get(&probe).timeout(Duration::from_secs(2)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if started.elapsed() > limit {
+                anyhow::bail!("no answer from {} within {} s", self.endpoint, limit.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn print_table(doc: &Value) {
+    let replicas = doc["replicas"].as_u64().unwrap_or(1);
+    let mut t = Table::new();
+    t.set_header(vec![
+        "scenario",
+        "run",
+        "checkouts/s",
+        "granted",
+        "refused",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "peak RSS MB",
+        "vs raw baseline",
+    ]);
+    let num = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        v => v.to_string(),
+    };
+    let row = |scenario: &str, run: &str, r: &Value, ratio: String| {
+        vec![
+            scenario.to_owned(),
+            run.to_owned(),
+            num(&r["checkouts_per_sec"]),
+            num(&r["granted"]),
+            num(&r["refused"]),
+            num(&r["errors"]),
+            num(&r["p50_ms"]),
+            num(&r["p99_ms"]),
+            num(&r["peak_rss_mb"]),
+            ratio,
+        ]
+    };
+    let mut notes = Vec::new();
+    for s in doc["scenarios"].as_array().into_iter().flatten() {
+        let name = match s["scenario"].as_str() {
+            Some("hot") => format!("hot: 1 license, {} seats", s["seats_per_license"]),
+            _ => format!("spread: {} licenses", s["licenses"]),
+        };
+        t.add_row(row(&name, "raw SQL baseline", &s["baseline"], "-".into()));
+        if replicas > 1 {
+            for r in s["http"]["replicas"].as_array().into_iter().flatten() {
+                let run = format!("HTTP replica {} ({} clients)", r["replica"], r["clients"]);
+                t.add_row(row(&name, &run, r, "-".into()));
+            }
+        }
+        let run = if replicas > 1 {
+            format!("HTTP total ({replicas} replicas)")
+        } else {
+            "HTTP + SigV4".to_owned()
+        };
+        let ratio = s["ratio_to_baseline"]
+            .as_f64()
+            .map(|x| format!("{x}x"))
+            .unwrap_or_else(|| "-".into());
+        t.add_row(row(&name, &run, &s["http"], ratio));
+        for part in [&s["baseline"], &s["http"]] {
+            if let Some(e) = part["first_error"].as_str() {
+                notes.push(format!("{}: first error: {e}", s["scenario"].as_str().unwrap_or("")));
+            }
+        }
+        if s["scenario"] == "hot" {
+            notes.push(format!(
+                "hot: at most {} of {} seats held at once (seen by the clients); {} consumed after the run; limit exact: {}",
+                s["max_in_flight"],
+                s["seats_per_license"],
+                s["consumed_after"],
+                if s["limit_exact"] == true { "yes" } else { "NO" }
+            ));
+        } else if s["consumed_after"] != 0 {
+            notes.push(format!(
+                "{}: {} still consumed after the run",
+                name, s["consumed_after"]
+            ));
+        }
+    }
+    println!("{t}");
+    println!(
+        "{} clients on {} ({} server process{}), {} s per run. A checkout is a loop: HTTP = signed CheckoutLicense \
+         (PROVISIONAL, 1 seat) + CheckInLicense if granted; raw baseline = one conditional UPDATE + one UPDATE back, \
+         each its own durable transaction. Latency is per loop.",
+        doc["clients"],
+        doc["backend"].as_str().unwrap_or("?"),
+        replicas,
+        if replicas == 1 { "" } else { "es" },
+        doc["seconds"],
+    );
+    for n in notes {
+        println!("{n}");
+    }
+}
+
 /// A temporary directory removed on drop.
-struct TempDir(std::path::PathBuf);
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> anyhow::Result<Self> {
+        let p = std::env::temp_dir().join(format!("tessera-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
+        Ok(Self(p))
+    }
+}
 
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn tempdir() -> anyhow::Result<TempDir> {
-    let p = std::env::temp_dir().join(format!("tessera-bench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&p)?;
-    Ok(TempDir(p))
 }

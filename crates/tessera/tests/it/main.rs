@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod bench;
 mod consumption;
 mod environments;
 mod grants;
