@@ -1,5 +1,6 @@
 //! The hot path on SQLite: checkout, borrow, check-in, extension, usage and
-//! expiry, group-committed on one dedicated thread that owns a connection.
+//! expiry, group-committed on one dedicated thread that owns a connection, and
+//! the per-request reads (access keys, grant chains) on a second one.
 //!
 //! Each statement here is a plain function call on the thread that owns the
 //! connection, so a checkout costs microseconds of SQLite work instead of a
@@ -27,7 +28,7 @@ use tessera_core::timefmt::{from_millis, to_millis};
 use tessera_core::{AccountId, LicenseArn};
 
 use crate::codec::{account_of, corrupt, grant_of, license_of};
-use crate::{BorrowCommand, CheckoutCommand, EntitlementUsage, Result, StoreError};
+use crate::{AccessKey, BorrowCommand, CheckoutCommand, EntitlementUsage, Result, StoreError};
 
 /// At most this many writes share one transaction (and one fsync).
 const MAX_BATCH: usize = 256;
@@ -47,40 +48,41 @@ pub(super) struct Ctx {
 /// Runs after the batch's COMMIT: `None` if it succeeded, else why not.
 type Completion = Box<dyn FnOnce(Option<String>) + Send>;
 
-enum Job {
-    /// Runs in a savepoint of the batch's transaction; says whether to keep its changes.
-    Write(Box<dyn FnOnce(&mut Ctx) -> (bool, Completion) + Send>),
-    /// Runs between batches, outside any transaction, and answers at once.
-    Read(Box<dyn FnOnce(&mut Ctx) + Send>),
-}
+/// Runs in a savepoint of the batch's transaction; says whether to keep its changes.
+type Job = Box<dyn FnOnce(&mut Ctx) -> (bool, Completion) + Send>;
 
-/// The handle the async store holds; the thread stops when it is dropped.
+/// Runs on the reader thread's connection, outside any transaction, and answers at once.
+type ReadJob = Box<dyn FnOnce(&mut Ctx) + Send>;
+
+/// The handle the async store holds; the threads stop when it is dropped.
 pub(super) struct Hot {
     jobs: mpsc::Sender<Job>,
+    reads: mpsc::Sender<ReadJob>,
+}
+
+fn connect(path: &Path, flags: OpenFlags) -> Result<Ctx> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(Ctx {
+        conn,
+        licenses: HashMap::new(),
+    })
 }
 
 impl Hot {
-    /// Opens the hot-path connection on `path` (already migrated) and starts its thread.
+    /// Opens the writer and reader connections on `path` (already migrated) and starts their threads.
     /// `gate` is held around every write transaction in this process, so that the
     /// other writer connection takes its turn between batches instead of polling the lock.
     pub(super) fn start(path: &Path, gate: Arc<Mutex<()>>) -> Result<Self> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-        )?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
-        conn.set_prepared_statement_cache_capacity(64);
+        let writer_ctx = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let reader_ctx = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let (jobs, rx) = mpsc::channel();
-        let ctx = Ctx {
-            conn,
-            licenses: HashMap::new(),
-        };
-        std::thread::Builder::new()
-            .name("tessera-sqlite-writer".into())
-            .spawn(move || writer(ctx, rx, gate))
-            .map_err(|e| StoreError::Config(format!("cannot start the database writer thread: {e}")))?;
-        Ok(Self { jobs })
+        let (reads, read_rx) = mpsc::channel();
+        spawn("tessera-sqlite-writer", move || writer(writer_ctx, rx, gate))?;
+        spawn("tessera-sqlite-reader", move || reader(reader_ctx, read_rx))?;
+        Ok(Self { jobs, reads })
     }
 
     /// Runs `f` in the next batch; returns its result once the batch is durable.
@@ -90,7 +92,7 @@ impl Hot {
         F: FnOnce(&mut Ctx) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<T>>();
-        let job = Job::Write(Box::new(move |ctx| {
+        let job: Job = Box::new(move |ctx| {
             let result = f(ctx);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |failed| {
@@ -100,30 +102,48 @@ impl Hot {
                 });
             });
             (ok, completion)
-        }));
-        self.submit(job, answer).await
-    }
-
-    /// Runs `f` on the writer's connection between batches (it sees every committed write).
-    pub(super) async fn read<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Ctx) -> Result<T> + Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel::<Result<T>>();
-        let job = Job::Read(Box::new(move |ctx| {
-            let _ = reply.send(f(ctx));
-        }));
-        self.submit(job, answer).await
-    }
-
-    async fn submit<T>(&self, job: Job, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
+        });
         self.jobs
             .send(job)
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the database writer dropped the request".into()))?
+    }
+
+    /// Runs `f` on the reader thread's connection (it sees every committed write).
+    pub(super) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Ctx) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel::<Result<T>>();
+        let job: ReadJob = Box::new(move |ctx| {
+            let _ = reply.send(f(ctx));
+        });
+        self.reads
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the database reader has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the database reader dropped the request".into()))?
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| StoreError::Config(format!("cannot start the database thread {name}: {e}")))
+}
+
+/// Answers reads one after another; a panicking read drops its reply (its caller gets an error).
+fn reader(mut ctx: Ctx, rx: mpsc::Receiver<ReadJob>) {
+    while let Ok(f) = rx.recv() {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&mut ctx))) {
+            tracing::error!(panic = %panic_message(&*p), "a database read panicked");
+        }
     }
 }
 
@@ -134,29 +154,18 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".into())
 }
 
-/// Group commit: takes every job that is waiting, runs the reads, then runs
-/// each write in a savepoint of one transaction and commits once. A write that
+/// Group commit: takes every write that is waiting, runs each in a savepoint
+/// of one transaction and commits once. A write that
 /// fails (or panics) rolls back to its savepoint and leaves the others intact;
 /// if the commit fails, every write of the batch is answered with the failure.
 fn writer(mut ctx: Ctx, rx: mpsc::Receiver<Job>, gate: Arc<Mutex<()>>) {
     while let Ok(first) = rx.recv() {
-        let mut writes = Vec::new();
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                Job::Read(f) => {
-                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&mut ctx))) {
-                        tracing::error!(panic = %panic_message(&*p), "a database read panicked");
-                    }
-                }
-                Job::Write(f) => writes.push(f),
+        let mut writes = vec![first];
+        while writes.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => writes.push(job),
+                Err(_) => break,
             }
-            if writes.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        if writes.is_empty() {
-            continue;
         }
         let _turn = gate.blocking_lock();
         if let Err(e) = ctx.conn.execute_batch("BEGIN IMMEDIATE") {
@@ -802,6 +811,28 @@ pub(super) fn license_usage(ctx: &mut Ctx, arn: &str, now: OffsetDateTime) -> Re
 
 pub(super) fn expire_due(ctx: &mut Ctx, now: OffsetDateTime) -> Result<u64> {
     expire_in(&ctx.conn, None, to_millis(now), 1000)
+}
+
+pub(super) fn access_key(ctx: &mut Ctx, access_key_id: &str) -> Result<Option<AccessKey>> {
+    let row: Option<(String, String, String, i64, i64)> = ctx
+        .conn
+        .prepare_cached(
+            "SELECT access_key_id, account_id, secret, active, created_at FROM access_keys WHERE access_key_id = ?1",
+        )?
+        .query_row(params![access_key_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    row.map(|(access_key_id, account, secret, active, created_at)| {
+        Ok(AccessKey {
+            access_key_id,
+            account_id: account_of(&account)?,
+            secret,
+            active: active == 1,
+            created_at: from_millis(created_at),
+        })
+    })
+    .transpose()
 }
 
 pub(super) fn grant_chains(ctx: &mut Ctx, grantee: &AccountId, license_arn: &str) -> Result<Vec<Vec<Grant>>> {

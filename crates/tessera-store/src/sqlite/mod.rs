@@ -311,22 +311,8 @@ impl Store for SqliteStore {
     }
 
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>> {
-        let row = sqlx::query(
-            "SELECT access_key_id, account_id, secret, active, created_at FROM access_keys WHERE access_key_id = ?",
-        )
-        .bind(access_key_id)
-        .fetch_optional(&self.read)
-        .await?;
-        row.map(|r| {
-            Ok(AccessKey {
-                access_key_id: r.try_get("access_key_id")?,
-                account_id: account_of(&r.try_get::<String, _>("account_id")?)?,
-                secret: r.try_get("secret")?,
-                active: r.try_get::<i64, _>("active")? == 1,
-                created_at: from_millis(r.try_get("created_at")?),
-            })
-        })
-        .transpose()
+        let id = access_key_id.to_owned();
+        self.hot.read(move |ctx| hot::access_key(ctx, &id)).await
     }
 
     async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>> {
