@@ -1,6 +1,6 @@
 //! The hot path on SQLite: checkout, borrow, check-in, extension, usage and
 //! expiry, group-committed on one dedicated thread that owns a connection, and
-//! the per-request reads (access keys, grant chains) on a second one.
+//! the small per-request reads (access keys, grant chains) done in place.
 //!
 //! Each statement here is a plain function call on the thread that owns the
 //! connection, so a checkout costs microseconds of SQLite work instead of a
@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
@@ -51,13 +51,14 @@ type Completion = Box<dyn FnOnce(Option<String>) + Send>;
 /// Runs in a savepoint of the batch's transaction; says whether to keep its changes.
 type Job = Box<dyn FnOnce(&mut Ctx) -> (bool, Completion) + Send>;
 
-/// Runs on the reader thread's connection, outside any transaction, and answers at once.
-type ReadJob = Box<dyn FnOnce(&mut Ctx) + Send>;
+/// Read connections kept for reuse; more are opened when all are in use.
+const IDLE_READERS: usize = 8;
 
-/// The handle the async store holds; the threads stop when it is dropped.
+/// The handle the async store holds; the writer thread stops when it is dropped.
 pub(super) struct Hot {
     jobs: mpsc::Sender<Job>,
-    reads: mpsc::Sender<ReadJob>,
+    path: PathBuf,
+    readers: StdMutex<Vec<Ctx>>,
 }
 
 fn connect(path: &Path, flags: OpenFlags) -> Result<Ctx> {
@@ -72,17 +73,21 @@ fn connect(path: &Path, flags: OpenFlags) -> Result<Ctx> {
 }
 
 impl Hot {
-    /// Opens the writer and reader connections on `path` (already migrated) and starts their threads.
+    /// Opens the writer connection on `path` (already migrated) and starts its thread.
     /// `gate` is held around every write transaction in this process, so that the
     /// other writer connection takes its turn between batches instead of polling the lock.
     pub(super) fn start(path: &Path, gate: Arc<Mutex<()>>) -> Result<Self> {
         let writer_ctx = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-        let reader_ctx = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let (jobs, rx) = mpsc::channel();
-        let (reads, read_rx) = mpsc::channel();
-        spawn("tessera-sqlite-writer", move || writer(writer_ctx, rx, gate))?;
-        spawn("tessera-sqlite-reader", move || reader(reader_ctx, read_rx))?;
-        Ok(Self { jobs, reads })
+        std::thread::Builder::new()
+            .name("tessera-sqlite-writer".into())
+            .spawn(move || writer(writer_ctx, rx, gate))
+            .map_err(|e| StoreError::Config(format!("cannot start the database writer thread: {e}")))?;
+        Ok(Self {
+            jobs,
+            path: path.to_owned(),
+            readers: StdMutex::new(Vec::new()),
+        })
     }
 
     /// Runs `f` in the next batch; returns its result once the batch is durable.
@@ -111,39 +116,24 @@ impl Hot {
             .map_err(|_| StoreError::Unavailable("the database writer dropped the request".into()))?
     }
 
-    /// Runs `f` on the reader thread's connection (it sees every committed write).
-    pub(super) async fn read<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Ctx) -> Result<T> + Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel::<Result<T>>();
-        let job: ReadJob = Box::new(move |ctx| {
-            let _ = reply.send(f(ctx));
-        });
-        self.reads
-            .send(job)
-            .map_err(|_| StoreError::Unavailable("the database reader has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the database reader dropped the request".into()))?
-    }
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map(drop)
-        .map_err(|e| StoreError::Config(format!("cannot start the database thread {name}: {e}")))
-}
-
-/// Answers reads one after another; a panicking read drops its reply (its caller gets an error).
-fn reader(mut ctx: Ctx, rx: mpsc::Receiver<ReadJob>) {
-    while let Ok(f) = rx.recv() {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&mut ctx))) {
-            tracing::error!(panic = %panic_message(&*p), "a database read panicked");
+    /// Runs `f` in place on a read connection (it sees every committed write).
+    ///
+    /// Only for reads of a row or two by key, which take microseconds and never
+    /// wait on a writer in WAL mode: handing them to another thread would cost
+    /// more than running them on the caller's.
+    pub(super) fn read<T>(&self, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+        let idle = self.readers.lock().ok().and_then(|mut r| r.pop());
+        let mut ctx = match idle {
+            Some(c) => c,
+            None => connect(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+        };
+        let out = f(&mut ctx);
+        if let Ok(mut r) = self.readers.lock() {
+            if r.len() < IDLE_READERS {
+                r.push(ctx);
+            }
         }
+        out
     }
 }
 

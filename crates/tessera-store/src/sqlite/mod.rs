@@ -311,8 +311,7 @@ impl Store for SqliteStore {
     }
 
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>> {
-        let id = access_key_id.to_owned();
-        self.hot.read(move |ctx| hot::access_key(ctx, &id)).await
+        self.hot.read(|ctx| hot::access_key(ctx, access_key_id))
     }
 
     async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>> {
@@ -625,8 +624,7 @@ impl Store for SqliteStore {
     }
 
     async fn grant_chains(&self, grantee: &AccountId, license_arn: &str) -> Result<Vec<Vec<Grant>>> {
-        let (grantee, arn) = (grantee.clone(), license_arn.to_owned());
-        self.hot.read(move |ctx| hot::grant_chains(ctx, &grantee, &arn)).await
+        self.hot.read(|ctx| hot::grant_chains(ctx, grantee, license_arn))
     }
 
     async fn create_token(
