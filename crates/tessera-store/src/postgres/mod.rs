@@ -57,7 +57,10 @@
 //! transaction commits after a page was read can have a smaller `seq` than that
 //! page's last row, and is then not listed by that pagination.
 
-use crate::codec::{account_of, corrupt, license_of, new_access_key, random_account_id, version_json, version_outcome};
+use crate::codec::{
+    account_of, corrupt, license_of, new_access_key, random_account_id, refuse_check_in, refuse_extension,
+    version_json, version_outcome,
+};
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
@@ -69,8 +72,8 @@ use sqlx::{ConnectOptions, Connection, PgPool, Postgres, QueryBuilder, Row, Tran
 use time::OffsetDateTime;
 
 use tessera_core::consumption::{
-    self, check_in_refusal, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal,
-    CheckInRefusal, CheckoutPlan, Consumption, ConsumptionStatus, Draw,
+    self, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal, CheckoutPlan, Consumption,
+    ConsumptionStatus, Draw,
 };
 use tessera_core::environment::Environment;
 use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
@@ -1178,29 +1181,7 @@ impl PgStore {
         let mut tx = self.begin().await?;
         let (c, epoch) = load_consumption(&mut tx, token).await?;
         let license = usable_consumption(&mut tx, caller, &c, only_license, AllowedOperation::CheckInLicense).await?;
-        match check_in_refusal(&c, &license, now) {
-            Some(CheckInRefusal::Perpetual) => {
-                return Err(StoreError::Invalid(format!(
-                    "license consumption '{token}' is PERPETUAL: its units are consumed for good and cannot be checked in"
-                )))
-            }
-            Some(CheckInRefusal::EarlyCheckIn(until)) => {
-                return Err(StoreError::Invalid(format!(
-                    "license consumption '{token}' is borrowed until {until}, and license {} does not allow early check-in (BorrowConfiguration.AllowEarlyCheckIn is false)",
-                    c.license_arn
-                )))
-            }
-            Some(CheckInRefusal::NotActive(why)) => {
-                return Err(StoreError::Conflict(format!("license consumption '{token}' {why}")))
-            }
-            Some(CheckInRefusal::NotAllowed(name)) => {
-                return Err(StoreError::Invalid(format!(
-                    "license {} does not allow check-in of entitlement '{name}' (AllowCheckIn is false)",
-                    c.license_arn
-                )))
-            }
-            None => {}
-        }
+        refuse_check_in(&c, &license, now)?;
         release(&mut tx, &c.license_arn, &c.draws, epoch).await?;
         sqlx::query("UPDATE consumptions SET status = 'CHECKED_IN', ended_at = $1 WHERE token = $2")
             .bind(to_millis(now))
@@ -1229,42 +1210,7 @@ impl PgStore {
             AllowedOperation::ExtendConsumptionLicense,
         )
         .await?;
-        if c.checkout_type == CheckoutType::Perpetual {
-            return Err(StoreError::Invalid(format!(
-                "license consumption '{token}' is PERPETUAL: it never returns to the pool, so there is nothing to extend"
-            )));
-        }
-        if c.borrowed {
-            return Err(StoreError::Invalid(format!(
-                "license consumption '{token}' is borrowed until {}; a borrow's term cannot be extended",
-                c.expiration_str()
-            )));
-        }
-        match c.status {
-            ConsumptionStatus::CheckedIn => {
-                return Err(StoreError::NotFound(format!(
-                    "license consumption '{token}' is no longer active: it was checked in"
-                )))
-            }
-            ConsumptionStatus::Expired => {
-                return Err(StoreError::NotFound(format!(
-                    "license consumption '{token}' is no longer active: it expired at {}",
-                    c.expiration_str()
-                )))
-            }
-            ConsumptionStatus::Active if c.expires_at <= now => {
-                return Err(StoreError::NotFound(format!(
-                    "license consumption '{token}' is no longer active: it expired at {}",
-                    c.expiration_str()
-                )))
-            }
-            ConsumptionStatus::Active => {}
-        }
-        if let Some(r) = unavailable_reason(&license, now) {
-            return Err(StoreError::Invalid(format!(
-                "cannot extend license consumption '{token}': {r}"
-            )));
-        }
+        refuse_extension(&c, &license, now)?;
         if dry_run {
             return Ok(c);
         }

@@ -19,15 +19,15 @@ use time::OffsetDateTime;
 use tokio::sync::{oneshot, Mutex};
 
 use tessera_core::consumption::{
-    self, check_in_refusal, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal,
-    CheckInRefusal, CheckoutPlan, Consumption, ConsumptionStatus, Draw,
+    self, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal, CheckoutPlan, Consumption,
+    ConsumptionStatus, Draw,
 };
 use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
 use tessera_core::license::{CheckoutType, License};
 use tessera_core::timefmt::{from_millis, to_millis};
 use tessera_core::{AccountId, LicenseArn};
 
-use crate::codec::{account_of, corrupt, grant_of, license_of};
+use crate::codec::{account_of, corrupt, grant_of, license_of, refuse_check_in, refuse_extension};
 use crate::{AccessKey, BorrowCommand, CheckoutCommand, EntitlementUsage, Result, StoreError};
 
 /// At most this many writes share one transaction (and one fsync).
@@ -688,29 +688,7 @@ pub(super) fn check_in(
 ) -> Result<()> {
     let (c, epoch) = load_consumption(&ctx.conn, token)?;
     let license = usable_consumption(ctx, caller, &c, only_license, AllowedOperation::CheckInLicense)?;
-    match check_in_refusal(&c, &license, now) {
-        Some(CheckInRefusal::Perpetual) => {
-            return Err(StoreError::Invalid(format!(
-                "license consumption '{token}' is PERPETUAL: its units are consumed for good and cannot be checked in"
-            )))
-        }
-        Some(CheckInRefusal::EarlyCheckIn(until)) => {
-            return Err(StoreError::Invalid(format!(
-                "license consumption '{token}' is borrowed until {until}, and license {} does not allow early check-in (BorrowConfiguration.AllowEarlyCheckIn is false)",
-                c.license_arn
-            )))
-        }
-        Some(CheckInRefusal::NotActive(why)) => {
-            return Err(StoreError::Conflict(format!("license consumption '{token}' {why}")))
-        }
-        Some(CheckInRefusal::NotAllowed(name)) => {
-            return Err(StoreError::Invalid(format!(
-                "license {} does not allow check-in of entitlement '{name}' (AllowCheckIn is false)",
-                c.license_arn
-            )))
-        }
-        None => {}
-    }
+    refuse_check_in(&c, &license, now)?;
     release(&ctx.conn, &c.license_arn, &c.draws, epoch)?;
     ctx.conn
         .prepare_cached("UPDATE consumptions SET status = 'CHECKED_IN', ended_at = ?1 WHERE token = ?2")?
@@ -734,42 +712,7 @@ pub(super) fn extend(
         only_license,
         AllowedOperation::ExtendConsumptionLicense,
     )?;
-    if c.checkout_type == CheckoutType::Perpetual {
-        return Err(StoreError::Invalid(format!(
-            "license consumption '{token}' is PERPETUAL: it never returns to the pool, so there is nothing to extend"
-        )));
-    }
-    if c.borrowed {
-        return Err(StoreError::Invalid(format!(
-            "license consumption '{token}' is borrowed until {}; a borrow's term cannot be extended",
-            c.expiration_str()
-        )));
-    }
-    match c.status {
-        ConsumptionStatus::CheckedIn => {
-            return Err(StoreError::NotFound(format!(
-                "license consumption '{token}' is no longer active: it was checked in"
-            )))
-        }
-        ConsumptionStatus::Expired => {
-            return Err(StoreError::NotFound(format!(
-                "license consumption '{token}' is no longer active: it expired at {}",
-                c.expiration_str()
-            )))
-        }
-        ConsumptionStatus::Active if c.expires_at <= now => {
-            return Err(StoreError::NotFound(format!(
-                "license consumption '{token}' is no longer active: it expired at {}",
-                c.expiration_str()
-            )))
-        }
-        ConsumptionStatus::Active => {}
-    }
-    if let Some(r) = unavailable_reason(&license, now) {
-        return Err(StoreError::Invalid(format!(
-            "cannot extend license consumption '{token}': {r}"
-        )));
-    }
+    refuse_extension(&c, &license, now)?;
     if dry_run {
         return Ok(c);
     }
