@@ -14,11 +14,14 @@
 //! (PostgreSQL re-evaluates the `WHERE` of an `UPDATE` or of a locking `SELECT`
 //! after waiting for a concurrent writer of the row):
 //!
-//! * **Counters.** A checkout draws with `UPDATE entitlement_usage SET consumed =
-//!   consumed + n WHERE ... AND (overage OR max_count IS NULL OR consumed + n <=
-//!   max_count)`; zero rows means the pool is short. The counter rows a
-//!   transaction will change are locked first with one `SELECT ... ORDER BY name
-//!   FOR UPDATE`, so that two multi-entitlement checkouts cannot deadlock.
+//! * **Counters.** A checkout alone draws with `UPDATE entitlement_usage SET
+//!   consumed = consumed + n WHERE ... AND (overage OR max_count IS NULL OR
+//!   consumed + n <= max_count)`; zero rows means the pool is short. The counter
+//!   rows a transaction will change are locked first with one `SELECT ... ORDER
+//!   BY name FOR UPDATE` (a checkout: all its license's, before expiry gives
+//!   units back), so that two multi-entitlement checkouts cannot deadlock. A
+//!   batch (below) locks all counters of its licenses in (license, name) order,
+//!   decides against the locked values, and writes each counter's new value.
 //! * **License rows.** A transaction that reads a license's document or usage
 //!   epoch and then writes its counters or consumptions (checkout, check-in,
 //!   expiry, usage) holds `FOR KEY SHARE` on the license row. Those never block
@@ -32,7 +35,8 @@
 //!   started, so the sum includes every earlier allocation.
 //! * **Consumptions.** Check-in and extension lock the consumption row `FOR
 //!   UPDATE` and act on what they then read. Expiry marks consumptions EXPIRED
-//!   with one `UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) ... RETURNING`.
+//!   with one `UPDATE ... WHERE token = ANY(ARRAY(SELECT ... FOR UPDATE SKIP
+//!   LOCKED)) ... RETURNING`.
 //!   It gives back the units of exactly the rows that statement changed, so with
 //!   several reapers running each consumption is expired, and its units
 //!   returned, once.
@@ -43,12 +47,26 @@
 //!   `Conflict` for a different request). It does not race it to a different
 //!   outcome. The unique constraints (`idempotency`'s key, `consumptions
 //!   (consumer_account, client_token)`) stay as the backstop. A unique violation
-//!   rolls the attempt back, and the retry re-reads the winner's row.
+//!   rolls the attempt back, and the retry re-reads the winner's row. A batch
+//!   takes the locks of all its ClientTokens at once, in key order.
 //! * **Upserts.** `ON CONFLICT` where the SQLite backend uses it.
 //!
 //! A serialization failure (40001), a deadlock (40P01) or a unique violation
 //! (23505) rolls the whole transaction back and runs the method again, up to
 //! [`ATTEMPTS`] times in all, with a short randomized pause.
+//!
+//! A transaction that locks several of these takes them in one order:
+//! advisory keys, then consumptions, then license rows, then counter rows
+//! (several of a kind in key order); expiry skips the consumptions it would
+//! wait for.
+//!
+//! # Group commit
+//!
+//! Checkout, borrow, check-in and extension go through a group-commit writer
+//! (`batch.rs`): many of them in one transaction, decided against rows locked
+//! once for all of them, committed with one WAL flush, each answered only once
+//! the COMMIT has returned. A batch that cannot run sends its writes to run
+//! alone, through the `*_once` methods below.
 //!
 //! # Pagination
 //!
@@ -63,6 +81,7 @@ use crate::codec::{
 };
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -87,6 +106,7 @@ use crate::{
     VersionOutcome,
 };
 
+mod batch;
 mod environments;
 mod grants;
 
@@ -104,6 +124,8 @@ pub const ATTEMPTS: u32 = 6;
 
 pub struct PgStore {
     pool: PgPool,
+    /// The group-commit writers of the hot path (checkout, borrow, check-in, extension).
+    writer: batch::Writer,
 }
 
 impl PgStore {
@@ -142,7 +164,8 @@ impl PgStore {
             .map_err(|e| StoreError::Config(format!("cannot connect to PostgreSQL at {shown}: {e}")))?;
         // The migrator holds an advisory lock, so servers starting together migrate once.
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let writer = batch::Writer::start(pool.clone());
+        Ok(Self { pool, writer })
     }
 
     /// `url` fit for messages and logs: without its password.
@@ -438,12 +461,13 @@ async fn expire_in(
     } else {
         ""
     };
+    // `token = ANY(ARRAY(...))` rather than a join with the due rows: planned
+    // without statistics, the join may hash the whole table.
     let sql = format!(
-        "WITH due AS MATERIALIZED (SELECT token FROM consumptions WHERE {filter}status = 'ACTIVE' \
-         AND checkout_type = 'PROVISIONAL' AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         UPDATE consumptions c SET status = 'EXPIRED', ended_at = c.expires_at FROM due \
-         WHERE c.token = due.token AND c.status = 'ACTIVE' \
-         RETURNING c.token, c.license_arn, c.draws, c.usage_epoch"
+        "UPDATE consumptions SET status = 'EXPIRED', ended_at = expires_at \
+         WHERE token = ANY(ARRAY(SELECT token FROM consumptions WHERE {filter}status = 'ACTIVE' \
+         AND checkout_type = 'PROVISIONAL' AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+         AND status = 'ACTIVE' RETURNING token, license_arn, draws, usage_epoch"
     );
     let mut q = sqlx::query(&sql).bind(now_ms).bind(limit);
     if let Some(arn) = license_arn {
@@ -627,6 +651,80 @@ async fn load_consumption(tx: &mut Transaction<'_, Postgres>, token: &str) -> Re
     Ok((consumption_of(&row)?, row.try_get("usage_epoch")?))
 }
 
+/// A ClientToken used before with a different request of operation `op`.
+fn token_reused(client_token: &str, op: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "ClientToken '{client_token}' was already used with a different {op} request; use a new ClientToken for a new request"
+    ))
+}
+
+/// Why a draw of `d` from license `arn` is refused, given its counter.
+fn exhausted(d: &Draw, arn: &str, consumed: i64, max: Option<i64>) -> String {
+    format!(
+        "entitlement '{}' of license {arn} is exhausted: {consumed} of {} in use, {} requested",
+        d.name,
+        max.unwrap_or(0),
+        d.amount
+    )
+}
+
+/// A checkout's refusal when no license got as far as a reason of its own.
+fn nothing_available(cmd: &CheckoutCommand, own_license_without_beneficiary: bool) -> StoreError {
+    let mut msg = format!(
+        "no license with ProductSKU '{}' and KeyFingerprint '{}' is available to account {}",
+        cmd.product_sku, cmd.key_fingerprint, cmd.caller
+    );
+    if own_license_without_beneficiary {
+        msg.push_str("; an issuer checking out its own license must name the beneficiary in Beneficiary");
+    }
+    if cmd.only_license.is_some() {
+        msg.push_str(" through this access token");
+    }
+    StoreError::NoEntitlements(msg)
+}
+
+/// Whether `caller` issued license `arn`.
+fn issued_by(arn: &str, caller: &AccountId) -> bool {
+    LicenseArn::parse("LicenseArn", arn)
+        .map(|a| a.account() == caller)
+        .unwrap_or(false)
+}
+
+fn may_not_borrow(caller: &AccountId, arn: &str) -> StoreError {
+    StoreError::AccessDenied(format!(
+        "account {caller} may not borrow license {arn}: it is not the beneficiary and holds no ACTIVE grant allowing CheckoutBorrowLicense"
+    ))
+}
+
+/// Refuses an action on consumption `c` by another account than its own, or
+/// through an access token for another license.
+fn check_consumer(caller: &AccountId, c: &Consumption, only_license: Option<&str>) -> Result<()> {
+    if &c.consumer != caller {
+        return Err(StoreError::AccessDenied(format!(
+            "the license consumption '{}' belongs to another account",
+            c.token
+        )));
+    }
+    if only_license.is_some_and(|only| only != c.license_arn) {
+        return Err(StoreError::AccessDenied(format!(
+            "the access token is for another license than consumption '{}'",
+            c.token
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `caller` acts on `license` as its issuer or beneficiary (rather than through a grant).
+fn direct_user(caller: &AccountId, license: &License) -> bool {
+    issued_by(&license.license_arn, caller) || license.beneficiary_account().as_ref() == Some(caller)
+}
+
+fn no_grant(caller: &AccountId, arn: &str, op: AllowedOperation) -> StoreError {
+    StoreError::AccessDenied(format!(
+        "account {caller} holds no ACTIVE grant on license {arn} that allows {op}"
+    ))
+}
+
 /// The answer to an earlier checkout with the same ClientToken, if any. Takes
 /// the key's advisory lock first, so a concurrent first attempt is waited for.
 async fn replay_checkout(
@@ -648,9 +746,7 @@ async fn replay_checkout(
     let Some(row) = row else { return Ok(None) };
     let stored: String = row.try_get("request_hash")?;
     if stored != hash {
-        return Err(StoreError::Conflict(format!(
-            "ClientToken '{client_token}' was already used with a different {op} request; use a new ClientToken for a new request"
-        )));
+        return Err(token_reused(client_token, op));
     }
     Ok(Some(consumption_of(&row)?))
 }
@@ -664,9 +760,13 @@ async fn draw(
     plan: &CheckoutPlan,
     now_ms: i64,
 ) -> Result<Option<String>> {
+    // All the license's counters, in name order, before expiry returns units to
+    // some of them: counters are locked in one order everywhere.
+    sqlx::query("SELECT name FROM entitlement_usage WHERE license_arn = $1 ORDER BY name COLLATE \"C\" FOR UPDATE")
+        .bind(&license.license_arn)
+        .fetch_all(&mut **tx)
+        .await?;
     expire_in(tx, Some(&license.license_arn), now_ms, None).await?;
-    let names: Vec<&str> = plan.draws.iter().map(|d| d.name.as_str()).collect();
-    lock_counters(tx, &license.license_arn, &names).await?;
     let mut applied: Vec<&Draw> = Vec::new();
     for d in &plan.draws {
         let done = sqlx::query(
@@ -696,14 +796,7 @@ async fn draw(
                 .execute(&mut **tx)
                 .await?;
         }
-        return Ok(Some(format!(
-            "entitlement '{}' of license {} is exhausted: {} of {} in use, {} requested",
-            d.name,
-            license.license_arn,
-            consumed,
-            max.unwrap_or(0),
-            d.amount
-        )));
+        return Ok(Some(exhausted(d, &license.license_arn, consumed, max)));
     }
     Ok(None)
 }
@@ -769,28 +862,10 @@ async fn usable_consumption(
     only_license: Option<&str>,
     op: AllowedOperation,
 ) -> Result<License> {
-    if &c.consumer != caller {
-        return Err(StoreError::AccessDenied(format!(
-            "the license consumption '{}' belongs to another account",
-            c.token
-        )));
-    }
-    if only_license.is_some_and(|only| only != c.license_arn) {
-        return Err(StoreError::AccessDenied(format!(
-            "the access token is for another license than consumption '{}'",
-            c.token
-        )));
-    }
+    check_consumer(caller, c, only_license)?;
     let (license, _) = load_license(tx, &c.license_arn, Lock::KeyShare).await?;
-    let issuer = LicenseArn::parse("LicenseArn", &license.license_arn)
-        .map(|a| a.account() == caller)
-        .unwrap_or(false);
-    let direct = issuer || license.beneficiary_account().as_ref() == Some(caller);
-    if !direct && !granted(tx, caller, &license.license_arn, op).await? {
-        return Err(StoreError::AccessDenied(format!(
-            "account {caller} holds no ACTIVE grant on license {} that allows {op}",
-            license.license_arn
-        )));
+    if !direct_user(caller, &license) && !granted(tx, caller, &license.license_arn, op).await? {
+        return Err(no_grant(caller, &license.license_arn, op));
     }
     Ok(license)
 }
@@ -1048,10 +1123,8 @@ impl PgStore {
                     )
                     .await?)
             {
-                own_license_without_beneficiary |= cmd.beneficiary.is_none()
-                    && LicenseArn::parse("LicenseArn", &license.license_arn)
-                        .map(|a| a.account() == &cmd.caller)
-                        .unwrap_or(false);
+                own_license_without_beneficiary |=
+                    cmd.beneficiary.is_none() && issued_by(&license.license_arn, &cmd.caller);
                 continue;
             }
             if let Some(r) = unavailable_reason(&license, now) {
@@ -1093,17 +1166,7 @@ impl PgStore {
         // Nothing was drawn; the transaction rolls back on drop.
         drop(tx);
         if reasons.is_empty() {
-            let mut msg = format!(
-                "no license with ProductSKU '{}' and KeyFingerprint '{}' is available to account {}",
-                cmd.product_sku, cmd.key_fingerprint, cmd.caller
-            );
-            if own_license_without_beneficiary {
-                msg.push_str("; an issuer checking out its own license must name the beneficiary in Beneficiary");
-            }
-            if cmd.only_license.is_some() {
-                msg.push_str(" through this access token");
-            }
-            return Err(StoreError::NoEntitlements(msg));
+            return Err(nothing_available(cmd, own_license_without_beneficiary));
         }
         Err(StoreError::NoEntitlements(reasons.join("; ")))
     }
@@ -1133,10 +1196,7 @@ impl PgStore {
             )
             .await?
         {
-            return Err(StoreError::AccessDenied(format!(
-                "account {} may not borrow license {}: it is not the beneficiary and holds no ACTIVE grant allowing CheckoutBorrowLicense",
-                cmd.caller, license.license_arn
-            )));
+            return Err(may_not_borrow(&cmd.caller, &license.license_arn));
         }
         if let Some(r) = unavailable_reason(&license, now) {
             return Err(StoreError::NoEntitlements(r));
@@ -1458,12 +1518,21 @@ impl Store for PgStore {
 
     #[tracing::instrument(skip_all, fields(account = %cmd.caller, sku = %cmd.product_sku))]
     async fn checkout(&self, cmd: CheckoutCommand, now: OffsetDateTime) -> Result<Consumption> {
-        retry("checkout", || self.checkout_once(&cmd, now)).await
+        // The one-by-one path is boxed: it is rare, and its future is large.
+        let cmd = Arc::new(cmd);
+        match self.writer.submit(batch::Op::Checkout(cmd.clone()), now).await {
+            Some(done) => done?.consumption(),
+            None => Box::pin(retry("checkout", || self.checkout_once(&cmd, now))).await,
+        }
     }
 
     #[tracing::instrument(skip_all, fields(account = %cmd.caller, license = %cmd.license_arn))]
     async fn checkout_borrow(&self, cmd: BorrowCommand, now: OffsetDateTime) -> Result<Consumption> {
-        retry("checkout_borrow", || self.checkout_borrow_once(&cmd, now)).await
+        let cmd = Arc::new(cmd);
+        match self.writer.submit(batch::Op::Borrow(cmd.clone()), now).await {
+            Some(done) => done?.consumption(),
+            None => Box::pin(retry("checkout_borrow", || self.checkout_borrow_once(&cmd, now))).await,
+        }
     }
 
     #[tracing::instrument(skip(self, token))]
@@ -1474,7 +1543,20 @@ impl Store for PgStore {
         only_license: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<()> {
-        retry("check_in", || self.check_in_once(caller, token, only_license, now)).await
+        let op = batch::Op::CheckIn {
+            caller: caller.clone(),
+            token: token.to_owned(),
+            only_license: only_license.map(str::to_owned),
+        };
+        match self.writer.submit(op, now).await {
+            Some(done) => done.map(|_| ()),
+            None => {
+                Box::pin(retry("check_in", || {
+                    self.check_in_once(caller, token, only_license, now)
+                }))
+                .await
+            }
+        }
     }
 
     #[tracing::instrument(skip(self, token))]
@@ -1486,7 +1568,21 @@ impl Store for PgStore {
         dry_run: bool,
         now: OffsetDateTime,
     ) -> Result<Consumption> {
-        retry("extend", || self.extend_once(caller, token, only_license, dry_run, now)).await
+        let op = batch::Op::Extend {
+            caller: caller.clone(),
+            token: token.to_owned(),
+            only_license: only_license.map(str::to_owned),
+            dry_run,
+        };
+        match self.writer.submit(op, now).await {
+            Some(done) => done?.consumption(),
+            None => {
+                Box::pin(retry("extend", || {
+                    self.extend_once(caller, token, only_license, dry_run, now)
+                }))
+                .await
+            }
+        }
     }
 
     async fn license_usage(&self, arn: &str, now: OffsetDateTime) -> Result<Vec<EntitlementUsage>> {
