@@ -12,10 +12,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{ConnectOptions, PgPool, SqlitePool};
 
-use crate::{PgStore, Result, StoreError};
+use crate::postgres::split_pool_size;
+use crate::{database, sqlite, Database, PgStore, Result, StoreError};
 
 /// Most connections a PostgreSQL [`RawCounter`] opens, whatever it is asked for.
 pub const MAX_PG_CONNECTIONS: u32 = 64;
@@ -36,95 +37,80 @@ impl RawCounter {
     /// (at most [`MAX_PG_CONNECTIONS`]); SQLite has one writer, so it uses one
     /// connection whatever `connections` says.
     pub async fn open(database_url: &str, connections: u32) -> Result<Self> {
-        if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-            let shown = PgStore::redact_url(database_url);
-            let opts = PgConnectOptions::from_str(&without_pool_param(database_url))
-                .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?
-                .disable_statement_logging();
-            let pool = PgPoolOptions::new()
-                .max_connections(connections.clamp(1, MAX_PG_CONNECTIONS))
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(opts)
-                .await
-                .map_err(|e| StoreError::Config(format!("cannot connect to PostgreSQL at {shown}: {e}")))?;
-            return Ok(Self { pool: Pool::Pg(pool) });
-        }
-        let path = match database_url.strip_prefix("sqlite://") {
-            Some(p) => p,
-            None if database_url.contains("://") => {
-                return Err(StoreError::Config(format!(
-                    "unsupported database URL '{}'; use sqlite://PATH or postgres://USER@HOST/DB",
-                    PgStore::redact_url(database_url)
-                )))
+        match database(database_url)? {
+            Database::Postgres(url) => {
+                let shown = PgStore::redact_url(url);
+                let opts = PgConnectOptions::from_str(&split_pool_size(url)?.0)
+                    .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL {shown}: {e}")))?
+                    .disable_statement_logging();
+                let pool = PgPoolOptions::new()
+                    .max_connections(connections.clamp(1, MAX_PG_CONNECTIONS))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| StoreError::Config(format!("cannot connect to PostgreSQL at {shown}: {e}")))?;
+                Ok(Self { pool: Pool::Pg(pool) })
             }
-            None => database_url,
-        };
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
-            .create_if_missing(false)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30))
-            .disable_statement_logging();
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(opts)
-            .await?;
-        Ok(Self {
-            pool: Pool::Sqlite(pool),
-        })
+            Database::Sqlite(path) => {
+                let opts = sqlite::connect_options(path)?
+                    .create_if_missing(false)
+                    .disable_statement_logging();
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(60))
+                    .connect_with(opts)
+                    .await?;
+                Ok(Self {
+                    pool: Pool::Sqlite(pool),
+                })
+            }
+        }
     }
 
     /// Draws one unit of `entitlement` on `license_arn` if the limit allows:
     /// one conditional `UPDATE`, committed before it returns. True if drawn.
     pub async fn take(&self, license_arn: &str, entitlement: &str) -> Result<bool> {
-        let changed = match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query(
-                "UPDATE entitlement_usage SET consumed = consumed + 1 WHERE license_arn = ? AND name = ? \
-                 AND (overage = 1 OR max_count IS NULL OR consumed + 1 <= max_count)",
-            )
-            .bind(license_arn)
-            .bind(entitlement)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-            Pool::Pg(pool) => sqlx::query(
-                "UPDATE entitlement_usage SET consumed = consumed + 1 WHERE license_arn = $1 AND name = $2 \
-                 AND (overage OR max_count IS NULL OR consumed + 1 <= max_count)",
-            )
-            .bind(license_arn)
-            .bind(entitlement)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-        };
-        Ok(changed > 0)
+        self.update(
+            "consumed = consumed + 1",
+            "(overage OR max_count IS NULL OR consumed + 1 <= max_count)",
+            license_arn,
+            entitlement,
+        )
+        .await
     }
 
     /// Returns one unit of `entitlement` on `license_arn`: one `UPDATE`,
     /// committed before it returns. True if a unit was returned (false if the
     /// counter was already zero or there is no such counter).
     pub async fn give(&self, license_arn: &str, entitlement: &str) -> Result<bool> {
+        self.update("consumed = consumed - 1", "consumed >= 1", license_arn, entitlement)
+            .await
+    }
+
+    /// One autocommitted conditional `UPDATE` of a counter; true if it changed a row.
+    async fn update(&self, set: &str, condition: &str, license_arn: &str, entitlement: &str) -> Result<bool> {
         let changed = match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query(
-                "UPDATE entitlement_usage SET consumed = consumed - 1 WHERE license_arn = ? AND name = ? \
-                 AND consumed >= 1",
-            )
-            .bind(license_arn)
-            .bind(entitlement)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-            Pool::Pg(pool) => sqlx::query(
-                "UPDATE entitlement_usage SET consumed = consumed - 1 WHERE license_arn = $1 AND name = $2 \
-                 AND consumed >= 1",
-            )
-            .bind(license_arn)
-            .bind(entitlement)
-            .execute(pool)
-            .await?
-            .rows_affected(),
+            Pool::Sqlite(pool) => {
+                let sql =
+                    format!("UPDATE entitlement_usage SET {set} WHERE license_arn = ?1 AND name = ?2 AND {condition}");
+                sqlx::query(&sql)
+                    .bind(license_arn)
+                    .bind(entitlement)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+            Pool::Pg(pool) => {
+                let sql =
+                    format!("UPDATE entitlement_usage SET {set} WHERE license_arn = $1 AND name = $2 AND {condition}");
+                sqlx::query(&sql)
+                    .bind(license_arn)
+                    .bind(entitlement)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
         };
         Ok(changed > 0)
     }
@@ -135,39 +121,5 @@ impl RawCounter {
             Pool::Sqlite(pool) => pool.close().await,
             Pool::Pg(pool) => pool.close().await,
         }
-    }
-}
-
-/// `url` without the `pool_max_connections` parameter, which only the store reads.
-fn without_pool_param(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_owned();
-    };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("pool_max_connections="))
-        .collect();
-    if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::without_pool_param;
-
-    #[test]
-    fn pool_parameter_is_removed() {
-        assert_eq!(without_pool_param("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            without_pool_param("postgres://u@h/db?pool_max_connections=4"),
-            "postgres://u@h/db"
-        );
-        assert_eq!(
-            without_pool_param("postgres://u@h/db?sslmode=disable&pool_max_connections=4"),
-            "postgres://u@h/db?sslmode=disable"
-        );
     }
 }

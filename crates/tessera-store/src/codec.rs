@@ -4,9 +4,8 @@
 use rand::Rng;
 use time::OffsetDateTime;
 
-use tessera_core::consumption::{check_in_refusal, unavailable_reason, CheckInRefusal, Consumption, ConsumptionStatus};
 use tessera_core::grant::{Grant, GrantStatus};
-use tessera_core::license::{CheckoutType, License, LicenseStatus};
+use tessera_core::license::{License, LicenseStatus};
 use tessera_core::AccountId;
 
 use crate::{AccessKey, GrantOutcome, Result, StoreError, VersionOutcome};
@@ -81,66 +80,4 @@ pub(crate) fn outcome_of(v: &serde_json::Value) -> Result<GrantOutcome> {
         status: GrantStatus::parse("Status", v["Status"].as_str().unwrap_or_default()).map_err(corrupt)?,
         version: v["Version"].as_str().unwrap_or_default().to_owned(),
     })
-}
-
-/// The answer to a check-in of `c` that the rules refuse, if they do.
-pub(crate) fn refuse_check_in(c: &Consumption, license: &License, now: OffsetDateTime) -> Result<()> {
-    let token = &c.token;
-    match check_in_refusal(c, license, now) {
-        Some(CheckInRefusal::Perpetual) => Err(StoreError::Invalid(format!(
-            "license consumption '{token}' is PERPETUAL: its units are consumed for good and cannot be checked in"
-        ))),
-        Some(CheckInRefusal::EarlyCheckIn(until)) => Err(StoreError::Invalid(format!(
-            "license consumption '{token}' is borrowed until {until}, and license {} does not allow early check-in (BorrowConfiguration.AllowEarlyCheckIn is false)",
-            c.license_arn
-        ))),
-        Some(CheckInRefusal::NotActive(why)) => Err(StoreError::Conflict(format!("license consumption '{token}' {why}"))),
-        Some(CheckInRefusal::NotAllowed(name)) => Err(StoreError::Invalid(format!(
-            "license {} does not allow check-in of entitlement '{name}' (AllowCheckIn is false)",
-            c.license_arn
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// The answer to an extension of `c` that the rules refuse, if they do.
-pub(crate) fn refuse_extension(c: &Consumption, license: &License, now: OffsetDateTime) -> Result<()> {
-    let token = &c.token;
-    if c.checkout_type == CheckoutType::Perpetual {
-        return Err(StoreError::Invalid(format!(
-            "license consumption '{token}' is PERPETUAL: it never returns to the pool, so there is nothing to extend"
-        )));
-    }
-    if c.borrowed {
-        return Err(StoreError::Invalid(format!(
-            "license consumption '{token}' is borrowed until {}; a borrow's term cannot be extended",
-            c.expiration_str()
-        )));
-    }
-    match c.status {
-        ConsumptionStatus::CheckedIn => {
-            return Err(StoreError::NotFound(format!(
-                "license consumption '{token}' is no longer active: it was checked in"
-            )))
-        }
-        ConsumptionStatus::Expired => {
-            return Err(StoreError::NotFound(format!(
-                "license consumption '{token}' is no longer active: it expired at {}",
-                c.expiration_str()
-            )))
-        }
-        ConsumptionStatus::Active if c.expires_at <= now => {
-            return Err(StoreError::NotFound(format!(
-                "license consumption '{token}' is no longer active: it expired at {}",
-                c.expiration_str()
-            )))
-        }
-        ConsumptionStatus::Active => {}
-    }
-    if let Some(r) = unavailable_reason(license, now) {
-        return Err(StoreError::Invalid(format!(
-            "cannot extend license consumption '{token}': {r}"
-        )));
-    }
-    Ok(())
 }

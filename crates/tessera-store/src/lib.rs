@@ -7,6 +7,7 @@
 pub mod baseline;
 mod codec;
 mod postgres;
+mod rules;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -340,21 +341,34 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>>;
 }
 
-/// Opens the store named by a database URL: `sqlite://PATH` (or a plain path),
-/// or `postgres://...` / `postgresql://...` (see [`PgStore::open`]).
-pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+/// The database a URL names.
+pub(crate) enum Database<'a> {
+    Sqlite(&'a std::path::Path),
+    Postgres(&'a str),
+}
+
+/// Reads a database URL: `sqlite://PATH` or a plain path, or `postgres://...` /
+/// `postgresql://...`; any other scheme is an error that names the ones accepted.
+pub(crate) fn database(url: &str) -> Result<Database<'_>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(std::sync::Arc::new(
-            SqliteStore::open(std::path::Path::new(path)).await?,
-        ))
+        Ok(Database::Sqlite(std::path::Path::new(path)))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(PgStore::open(url).await?))
+        Ok(Database::Postgres(url))
     } else if url.contains("://") {
         let scheme = url.split("://").next().unwrap_or_default();
         Err(StoreError::Config(format!(
             "unsupported database URL scheme '{scheme}'; use sqlite://PATH or postgres://USER@HOST/DB"
         )))
     } else {
-        Ok(std::sync::Arc::new(SqliteStore::open(std::path::Path::new(url)).await?))
+        Ok(Database::Sqlite(std::path::Path::new(url)))
     }
+}
+
+/// Opens the store named by a database URL: `sqlite://PATH` (or a plain path),
+/// or `postgres://...` / `postgresql://...` (see [`PgStore::open`]).
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(match database(url)? {
+        Database::Sqlite(path) => std::sync::Arc::new(SqliteStore::open(path).await?),
+        Database::Postgres(url) => std::sync::Arc::new(PgStore::open(url).await?),
+    })
 }

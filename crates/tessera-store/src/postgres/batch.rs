@@ -57,20 +57,18 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use tessera_core::consumption::{
-    self, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal, CheckoutPlan, Consumption,
-    ConsumptionStatus, Draw,
-};
+use tessera_core::consumption::{self, may_checkout, CheckoutPlan, Consumption, ConsumptionStatus, Draw};
 use tessera_core::grant::AllowedOperation;
-use tessera_core::license::{CheckoutType, License};
+use tessera_core::license::License;
 use tessera_core::timefmt::to_millis;
 use tessera_core::AccountId;
 
-use super::{
-    check_consumer, consumption_of, direct_user, exhausted, granted, issued_by, may_not_borrow, no_grant,
-    nothing_available, retryable, token_reused, ATTEMPTS, CONSUMPTION_COLUMNS,
+use super::{consumption_of, granted, retryable, ATTEMPTS, CONSUMPTION_COLUMNS};
+use crate::codec::{corrupt, license_of};
+use crate::rules::{
+    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, direct_user, exhausted,
+    issued_by, may_not_borrow, no_grant, nothing_available, refuse_check_in, refuse_extension, token_reused,
 };
-use crate::codec::{corrupt, license_of, refuse_check_in, refuse_extension};
 use crate::{BorrowCommand, CheckoutCommand, Result, StoreError};
 
 /// At most this many writes share one transaction.
@@ -937,11 +935,7 @@ impl State {
                     cmd.beneficiary.is_none() && issued_by(&license.license_arn, &cmd.caller);
                 continue;
             }
-            if let Some(r) = unavailable_reason(&license, now) {
-                reasons.push(r);
-                continue;
-            }
-            let plan = match plan_checkout(&license, &cmd.entitlements) {
+            let plan = match checkout_plan(&license, &cmd.entitlements, now) {
                 Ok(p) => p,
                 Err(r) => {
                     reasons.push(r);
@@ -952,23 +946,7 @@ impl State {
                 reasons.push(short);
                 continue;
             }
-            let c = Consumption {
-                token: cmd.token.clone(),
-                license_arn: license.license_arn.clone(),
-                consumer: cmd.caller.clone(),
-                checkout_type: cmd.checkout_type,
-                allowed: plan.allowed,
-                draws: plan.draws,
-                node_id: cmd.node_id.clone(),
-                beneficiary: cmd.beneficiary.clone(),
-                issued_at: now,
-                expires_at: consumption::expiry(&license, now),
-                status: ConsumptionStatus::Active,
-                product_sku: license.product_sku.clone(),
-                key_fingerprint: license.issuer.key_fingerprint.clone(),
-                borrowed: false,
-                checkout_metadata: Vec::new(),
-            };
+            let c = checkout_consumption(cmd, &license, plan, now);
             self.create(&c, &cmd.client_token, &cmd.request_hash, epoch);
             return Ok(c);
         }
@@ -1015,34 +993,11 @@ impl State {
         {
             return Err(may_not_borrow(&cmd.caller, &license.license_arn));
         }
-        if let Some(r) = unavailable_reason(&license, now) {
-            return Err(StoreError::NoEntitlements(r));
-        }
-        let plan = match plan_borrow(&license, &cmd.entitlements) {
-            Ok(p) => p,
-            Err(BorrowRefusal::NotBorrowable(m)) => return Err(StoreError::Invalid(m)),
-            Err(BorrowRefusal::NotHeld(m)) => return Err(StoreError::EntitlementNotAllowed(m)),
-        };
+        let plan = borrow_plan(&license, &cmd.entitlements, now)?;
         if let Some(short) = self.draw(&license, &plan)? {
             return Err(StoreError::NoEntitlements(short));
         }
-        let c = Consumption {
-            token: cmd.token.clone(),
-            license_arn: license.license_arn.clone(),
-            consumer: cmd.caller.clone(),
-            checkout_type: CheckoutType::Provisional,
-            allowed: plan.allowed,
-            draws: plan.draws,
-            node_id: cmd.node_id.clone(),
-            beneficiary: None,
-            issued_at: now,
-            expires_at: consumption::borrow_expiry(&license, now),
-            status: ConsumptionStatus::Active,
-            product_sku: license.product_sku.clone(),
-            key_fingerprint: license.issuer.key_fingerprint.clone(),
-            borrowed: true,
-            checkout_metadata: cmd.metadata.clone(),
-        };
+        let c = borrow_consumption(cmd, &license, plan, now);
         self.create(&c, &cmd.client_token, &cmd.request_hash, epoch);
         Ok(c)
     }

@@ -75,9 +75,10 @@
 //! transaction commits after a page was read can have a smaller `seq` than that
 //! page's last row, and is then not listed by that pagination.
 
-use crate::codec::{
-    account_of, corrupt, license_of, new_access_key, random_account_id, refuse_check_in, refuse_extension,
-    version_json, version_outcome,
+use crate::codec::{account_of, corrupt, license_of, new_access_key, random_account_id, version_json, version_outcome};
+use crate::rules::{
+    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, direct_user, exhausted,
+    issued_by, may_not_borrow, no_grant, nothing_available, refuse_check_in, refuse_extension, token_reused,
 };
 use std::future::Future;
 use std::str::FromStr;
@@ -90,10 +91,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 use time::OffsetDateTime;
 
-use tessera_core::consumption::{
-    self, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal, CheckoutPlan, Consumption,
-    ConsumptionStatus, Draw,
-};
+use tessera_core::consumption::{self, may_checkout, CheckoutPlan, Consumption, ConsumptionStatus, Draw};
 use tessera_core::environment::Environment;
 use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
 use tessera_core::license::{CheckoutType, License, LicenseStatus, Tag};
@@ -231,7 +229,7 @@ impl PgStore {
 }
 
 /// Removes the pool-size parameter from a URL; returns the rest and the size.
-fn split_pool_size(url: &str) -> Result<(String, u32)> {
+pub(crate) fn split_pool_size(url: &str) -> Result<(String, u32)> {
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), DEFAULT_POOL_SIZE));
     };
@@ -558,10 +556,7 @@ async fn replay(tx: &mut Transaction<'_, Postgres>, key: &Idempotency) -> Result
     let Some(row) = row else { return Ok(None) };
     let stored: String = row.try_get("request_hash")?;
     if stored != key.request_hash {
-        return Err(StoreError::Conflict(format!(
-            "ClientToken '{}' was already used with a different {} request; use a new ClientToken for a new request",
-            key.client_token, key.operation
-        )));
+        return Err(token_reused(&key.client_token, key.operation));
     }
     let result: String = row.try_get("result")?;
     Ok(Some(serde_json::from_str(&result).map_err(corrupt)?))
@@ -649,80 +644,6 @@ async fn load_consumption(tx: &mut Transaction<'_, Postgres>, token: &str) -> Re
     .await?
     .ok_or_else(|| StoreError::NotFound(format!("no license consumption has the token '{token}'")))?;
     Ok((consumption_of(&row)?, row.try_get("usage_epoch")?))
-}
-
-/// A ClientToken used before with a different request of operation `op`.
-fn token_reused(client_token: &str, op: &str) -> StoreError {
-    StoreError::Conflict(format!(
-        "ClientToken '{client_token}' was already used with a different {op} request; use a new ClientToken for a new request"
-    ))
-}
-
-/// Why a draw of `d` from license `arn` is refused, given its counter.
-fn exhausted(d: &Draw, arn: &str, consumed: i64, max: Option<i64>) -> String {
-    format!(
-        "entitlement '{}' of license {arn} is exhausted: {consumed} of {} in use, {} requested",
-        d.name,
-        max.unwrap_or(0),
-        d.amount
-    )
-}
-
-/// A checkout's refusal when no license got as far as a reason of its own.
-fn nothing_available(cmd: &CheckoutCommand, own_license_without_beneficiary: bool) -> StoreError {
-    let mut msg = format!(
-        "no license with ProductSKU '{}' and KeyFingerprint '{}' is available to account {}",
-        cmd.product_sku, cmd.key_fingerprint, cmd.caller
-    );
-    if own_license_without_beneficiary {
-        msg.push_str("; an issuer checking out its own license must name the beneficiary in Beneficiary");
-    }
-    if cmd.only_license.is_some() {
-        msg.push_str(" through this access token");
-    }
-    StoreError::NoEntitlements(msg)
-}
-
-/// Whether `caller` issued license `arn`.
-fn issued_by(arn: &str, caller: &AccountId) -> bool {
-    LicenseArn::parse("LicenseArn", arn)
-        .map(|a| a.account() == caller)
-        .unwrap_or(false)
-}
-
-fn may_not_borrow(caller: &AccountId, arn: &str) -> StoreError {
-    StoreError::AccessDenied(format!(
-        "account {caller} may not borrow license {arn}: it is not the beneficiary and holds no ACTIVE grant allowing CheckoutBorrowLicense"
-    ))
-}
-
-/// Refuses an action on consumption `c` by another account than its own, or
-/// through an access token for another license.
-fn check_consumer(caller: &AccountId, c: &Consumption, only_license: Option<&str>) -> Result<()> {
-    if &c.consumer != caller {
-        return Err(StoreError::AccessDenied(format!(
-            "the license consumption '{}' belongs to another account",
-            c.token
-        )));
-    }
-    if only_license.is_some_and(|only| only != c.license_arn) {
-        return Err(StoreError::AccessDenied(format!(
-            "the access token is for another license than consumption '{}'",
-            c.token
-        )));
-    }
-    Ok(())
-}
-
-/// Whether `caller` acts on `license` as its issuer or beneficiary (rather than through a grant).
-fn direct_user(caller: &AccountId, license: &License) -> bool {
-    issued_by(&license.license_arn, caller) || license.beneficiary_account().as_ref() == Some(caller)
-}
-
-fn no_grant(caller: &AccountId, arn: &str, op: AllowedOperation) -> StoreError {
-    StoreError::AccessDenied(format!(
-        "account {caller} holds no ACTIVE grant on license {arn} that allows {op}"
-    ))
 }
 
 /// The answer to an earlier checkout with the same ClientToken, if any. Takes
@@ -1127,11 +1048,7 @@ impl PgStore {
                     cmd.beneficiary.is_none() && issued_by(&license.license_arn, &cmd.caller);
                 continue;
             }
-            if let Some(r) = unavailable_reason(&license, now) {
-                reasons.push(r);
-                continue;
-            }
-            let plan = match plan_checkout(&license, &cmd.entitlements) {
+            let plan = match checkout_plan(&license, &cmd.entitlements, now) {
                 Ok(p) => p,
                 Err(r) => {
                     reasons.push(r);
@@ -1142,23 +1059,7 @@ impl PgStore {
                 reasons.push(short);
                 continue;
             }
-            let c = Consumption {
-                token: cmd.token.clone(),
-                license_arn: license.license_arn.clone(),
-                consumer: cmd.caller.clone(),
-                checkout_type: cmd.checkout_type,
-                allowed: plan.allowed,
-                draws: plan.draws,
-                node_id: cmd.node_id.clone(),
-                beneficiary: cmd.beneficiary.clone(),
-                issued_at: now,
-                expires_at: consumption::expiry(&license, now),
-                status: ConsumptionStatus::Active,
-                product_sku: license.product_sku.clone(),
-                key_fingerprint: license.issuer.key_fingerprint.clone(),
-                borrowed: false,
-                checkout_metadata: Vec::new(),
-            };
+            let c = checkout_consumption(cmd, &license, plan, now);
             insert_consumption(&mut tx, &c, &cmd.client_token, &cmd.request_hash, epoch).await?;
             tx.commit().await?;
             return Ok(c);
@@ -1198,34 +1099,11 @@ impl PgStore {
         {
             return Err(may_not_borrow(&cmd.caller, &license.license_arn));
         }
-        if let Some(r) = unavailable_reason(&license, now) {
-            return Err(StoreError::NoEntitlements(r));
-        }
-        let plan = match plan_borrow(&license, &cmd.entitlements) {
-            Ok(p) => p,
-            Err(BorrowRefusal::NotBorrowable(m)) => return Err(StoreError::Invalid(m)),
-            Err(BorrowRefusal::NotHeld(m)) => return Err(StoreError::EntitlementNotAllowed(m)),
-        };
+        let plan = borrow_plan(&license, &cmd.entitlements, now)?;
         if let Some(short) = draw(&mut tx, &license, &plan, now_ms).await? {
             return Err(StoreError::NoEntitlements(short));
         }
-        let c = Consumption {
-            token: cmd.token.clone(),
-            license_arn: license.license_arn.clone(),
-            consumer: cmd.caller.clone(),
-            checkout_type: CheckoutType::Provisional,
-            allowed: plan.allowed,
-            draws: plan.draws,
-            node_id: cmd.node_id.clone(),
-            beneficiary: None,
-            issued_at: now,
-            expires_at: consumption::borrow_expiry(&license, now),
-            status: ConsumptionStatus::Active,
-            product_sku: license.product_sku.clone(),
-            key_fingerprint: license.issuer.key_fingerprint.clone(),
-            borrowed: true,
-            checkout_metadata: cmd.metadata.clone(),
-        };
+        let c = borrow_consumption(cmd, &license, plan, now);
         insert_consumption(&mut tx, &c, &cmd.client_token, &cmd.request_hash, epoch).await?;
         tx.commit().await?;
         Ok(c)

@@ -18,16 +18,17 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use time::OffsetDateTime;
 use tokio::sync::{oneshot, Mutex};
 
-use tessera_core::consumption::{
-    self, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal, CheckoutPlan, Consumption,
-    ConsumptionStatus, Draw,
-};
+use tessera_core::consumption::{self, may_checkout, CheckoutPlan, Consumption, ConsumptionStatus, Draw};
 use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
 use tessera_core::license::{CheckoutType, License};
 use tessera_core::timefmt::{from_millis, to_millis};
-use tessera_core::{AccountId, LicenseArn};
+use tessera_core::AccountId;
 
-use crate::codec::{account_of, corrupt, grant_of, license_of, refuse_check_in, refuse_extension};
+use crate::codec::{account_of, corrupt, grant_of, license_of};
+use crate::rules::{
+    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, direct_user, exhausted,
+    issued_by, may_not_borrow, no_grant, nothing_available, refuse_check_in, refuse_extension, token_reused,
+};
 use crate::{AccessKey, BorrowCommand, CheckoutCommand, EntitlementUsage, Result, StoreError};
 
 /// At most this many writes share one transaction (and one fsync).
@@ -58,18 +59,15 @@ const IDLE_READERS: usize = 8;
 pub(super) struct Hot {
     jobs: mpsc::Sender<Job>,
     path: PathBuf,
-    readers: StdMutex<Vec<Ctx>>,
+    readers: StdMutex<Vec<Connection>>,
 }
 
-fn connect(path: &Path, flags: OpenFlags) -> Result<Ctx> {
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(Duration::from_secs(30))?;
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
     conn.set_prepared_statement_cache_capacity(64);
-    Ok(Ctx {
-        conn,
-        licenses: HashMap::new(),
-    })
+    Ok(conn)
 }
 
 impl Hot {
@@ -77,7 +75,10 @@ impl Hot {
     /// `gate` is held around every write transaction in this process, so that the
     /// other writer connection takes its turn between batches instead of polling the lock.
     pub(super) fn start(path: &Path, gate: Arc<Mutex<()>>) -> Result<Self> {
-        let writer_ctx = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let writer_ctx = Ctx {
+            conn: connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?,
+            licenses: HashMap::new(),
+        };
         let (jobs, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("tessera-sqlite-writer".into())
@@ -121,16 +122,16 @@ impl Hot {
     /// Only for reads of a row or two by key, which take microseconds and never
     /// wait on a writer in WAL mode: handing them to another thread would cost
     /// more than running them on the caller's.
-    pub(super) fn read<T>(&self, f: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<T> {
+    pub(super) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let idle = self.readers.lock().ok().and_then(|mut r| r.pop());
-        let mut ctx = match idle {
+        let conn = match idle {
             Some(c) => c,
             None => connect(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
         };
-        let out = f(&mut ctx);
+        let out = f(&conn);
         if let Ok(mut r) = self.readers.lock() {
             if r.len() < IDLE_READERS {
-                r.push(ctx);
+                r.push(conn);
             }
         }
         out
@@ -276,9 +277,7 @@ fn replay_checkout(
     let Some(found) = found else { return Ok(None) };
     let (c, stored, _) = found?;
     if stored != hash {
-        return Err(StoreError::Conflict(format!(
-            "ClientToken '{client_token}' was already used with a different {op} request; use a new ClientToken for a new request"
-        )));
+        return Err(token_reused(client_token, op));
     }
     Ok(Some(c))
 }
@@ -342,14 +341,11 @@ impl Ctx {
     }
 }
 
-/// Returns a consumption's units to the pool, unless ResetUsage has reset the
-/// counters since it was taken (its units are then no longer counted).
-fn release(conn: &Connection, license_arn: &str, draws: &[Draw], epoch: i64) -> Result<()> {
-    let current: Option<i64> = conn
-        .prepare_cached("SELECT usage_epoch FROM licenses WHERE license_arn = ?1")?
-        .query_row(params![license_arn], |r| r.get(0))
-        .optional()?;
-    if current != Some(epoch) {
+/// Returns a consumption's units to the pool. `counted` is false when
+/// ResetUsage has reset the counters since they were taken (the consumption's
+/// usage epoch is older than the license's): they are then no longer counted.
+fn release(conn: &Connection, license_arn: &str, draws: &[Draw], counted: bool) -> Result<()> {
+    if !counted {
         return Ok(());
     }
     let mut update = conn.prepare_cached(
@@ -363,28 +359,30 @@ fn release(conn: &Connection, license_arn: &str, draws: &[Draw], epoch: i64) -> 
 
 /// Expires due PROVISIONAL consumptions, of one license or of all, at most `limit`.
 fn expire_in(conn: &Connection, license_arn: Option<&str>, now_ms: i64, limit: i64) -> Result<u64> {
-    let map = |r: &Row<'_>| -> rusqlite::Result<(String, String, String, i64)> {
+    let map = |r: &Row<'_>| -> rusqlite::Result<(String, String, String, bool)> {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     };
-    let due: Vec<(String, String, String, i64)> = match license_arn {
+    let due: Vec<(String, String, String, bool)> = match license_arn {
         Some(arn) => conn
             .prepare_cached(
-                "SELECT token, license_arn, draws, usage_epoch FROM consumptions WHERE license_arn = ?1 \
-                 AND status = 'ACTIVE' AND checkout_type = 'PROVISIONAL' AND expires_at <= ?2 LIMIT ?3",
+                "SELECT c.token, c.license_arn, c.draws, c.usage_epoch = l.usage_epoch \
+                 FROM consumptions c JOIN licenses l ON l.license_arn = c.license_arn WHERE c.license_arn = ?1 \
+                 AND c.status = 'ACTIVE' AND c.checkout_type = 'PROVISIONAL' AND c.expires_at <= ?2 LIMIT ?3",
             )?
             .query_map(params![arn, now_ms, limit], map)?
             .collect::<rusqlite::Result<_>>()?,
         None => conn
             .prepare_cached(
-                "SELECT token, license_arn, draws, usage_epoch FROM consumptions \
-                 WHERE status = 'ACTIVE' AND checkout_type = 'PROVISIONAL' AND expires_at <= ?1 LIMIT ?2",
+                "SELECT c.token, c.license_arn, c.draws, c.usage_epoch = l.usage_epoch \
+                 FROM consumptions c JOIN licenses l ON l.license_arn = c.license_arn \
+                 WHERE c.status = 'ACTIVE' AND c.checkout_type = 'PROVISIONAL' AND c.expires_at <= ?1 LIMIT ?2",
             )?
             .query_map(params![now_ms, limit], map)?
             .collect::<rusqlite::Result<_>>()?,
     };
-    for (token, arn, draws, epoch) in &due {
+    for (token, arn, draws, counted) in &due {
         let draws: Vec<Draw> = serde_json::from_str(draws).map_err(corrupt)?;
-        release(conn, arn, &draws, *epoch)?;
+        release(conn, arn, &draws, *counted)?;
         conn.prepare_cached("UPDATE consumptions SET status = 'EXPIRED', ended_at = expires_at WHERE token = ?1")?
             .execute(params![token])?;
     }
@@ -417,12 +415,7 @@ fn draw(conn: &Connection, license: &License, plan: &CheckoutPlan, now_ms: i64) 
             )?
             .execute(params![a.amount, arn, a.name])?;
         }
-        return Ok(Some(format!(
-            "entitlement '{}' of license {arn} is exhausted: {consumed} of {} in use, {} requested",
-            d.name,
-            max.unwrap_or(0),
-            d.amount
-        )));
+        return Ok(Some(exhausted(d, arn, consumed, max)));
     }
     Ok(None)
 }
@@ -505,35 +498,16 @@ fn usable_consumption(
     c: &Consumption,
     only_license: Option<&str>,
     op: AllowedOperation,
-) -> Result<Arc<License>> {
-    if &c.consumer != caller {
-        return Err(StoreError::AccessDenied(format!(
-            "the license consumption '{}' belongs to another account",
-            c.token
-        )));
+) -> Result<(Arc<License>, i64)> {
+    check_consumer(caller, c, only_license)?;
+    let (license, epoch) = ctx.load_license(&c.license_arn)?;
+    if !direct_user(caller, &license) && !granted(&ctx.conn, caller, &license.license_arn, op)? {
+        return Err(no_grant(caller, &license.license_arn, op));
     }
-    if only_license.is_some_and(|only| only != c.license_arn) {
-        return Err(StoreError::AccessDenied(format!(
-            "the access token is for another license than consumption '{}'",
-            c.token
-        )));
-    }
-    let (license, _) = ctx.load_license(&c.license_arn)?;
-    let issuer = LicenseArn::parse("LicenseArn", &license.license_arn)
-        .map(|a| a.account() == caller)
-        .unwrap_or(false);
-    let direct = issuer || license.beneficiary_account().as_ref() == Some(caller);
-    if !direct && !granted(&ctx.conn, caller, &license.license_arn, op)? {
-        return Err(StoreError::AccessDenied(format!(
-            "account {caller} holds no ACTIVE grant on license {} that allows {op}",
-            license.license_arn
-        )));
-    }
-    Ok(license)
+    Ok((license, epoch))
 }
 
 pub(super) fn checkout(ctx: &mut Ctx, cmd: &CheckoutCommand, now: OffsetDateTime) -> Result<Consumption> {
-    let now_ms = to_millis(now);
     if let Some(c) = replay_checkout(
         &ctx.conn,
         &cmd.caller,
@@ -563,66 +537,33 @@ pub(super) fn checkout(ctx: &mut Ctx, cmd: &CheckoutCommand, now: OffsetDateTime
                     AllowedOperation::CheckoutLicense,
                 )?)
         {
-            own_license_without_beneficiary |= cmd.beneficiary.is_none()
-                && LicenseArn::parse("LicenseArn", &license.license_arn)
-                    .map(|a| a.account() == &cmd.caller)
-                    .unwrap_or(false);
+            own_license_without_beneficiary |=
+                cmd.beneficiary.is_none() && issued_by(&license.license_arn, &cmd.caller);
             continue;
         }
-        if let Some(r) = unavailable_reason(&license, now) {
-            reasons.push(r);
-            continue;
-        }
-        let plan = match plan_checkout(&license, &cmd.entitlements) {
+        let plan = match checkout_plan(&license, &cmd.entitlements, now) {
             Ok(p) => p,
             Err(r) => {
                 reasons.push(r);
                 continue;
             }
         };
-        if let Some(short) = draw(&ctx.conn, &license, &plan, now_ms)? {
+        if let Some(short) = draw(&ctx.conn, &license, &plan, to_millis(now))? {
             reasons.push(short);
             continue;
         }
-        let c = Consumption {
-            token: cmd.token.clone(),
-            license_arn: license.license_arn.clone(),
-            consumer: cmd.caller.clone(),
-            checkout_type: cmd.checkout_type,
-            allowed: plan.allowed,
-            draws: plan.draws,
-            node_id: cmd.node_id.clone(),
-            beneficiary: cmd.beneficiary.clone(),
-            issued_at: now,
-            expires_at: consumption::expiry(&license, now),
-            status: ConsumptionStatus::Active,
-            product_sku: license.product_sku.clone(),
-            key_fingerprint: license.issuer.key_fingerprint.clone(),
-            borrowed: false,
-            checkout_metadata: Vec::new(),
-        };
+        let c = checkout_consumption(cmd, &license, plan, now);
         insert_consumption(&ctx.conn, &c, &cmd.client_token, &cmd.request_hash, epoch)?;
         return Ok(c);
     }
     // Nothing was drawn; the savepoint rolls back.
     if reasons.is_empty() {
-        let mut msg = format!(
-            "no license with ProductSKU '{}' and KeyFingerprint '{}' is available to account {}",
-            cmd.product_sku, cmd.key_fingerprint, cmd.caller
-        );
-        if own_license_without_beneficiary {
-            msg.push_str("; an issuer checking out its own license must name the beneficiary in Beneficiary");
-        }
-        if cmd.only_license.is_some() {
-            msg.push_str(" through this access token");
-        }
-        return Err(StoreError::NoEntitlements(msg));
+        return Err(nothing_available(cmd, own_license_without_beneficiary));
     }
     Err(StoreError::NoEntitlements(reasons.join("; ")))
 }
 
 pub(super) fn checkout_borrow(ctx: &mut Ctx, cmd: &BorrowCommand, now: OffsetDateTime) -> Result<Consumption> {
-    let now_ms = to_millis(now);
     if let Some(c) = replay_checkout(
         &ctx.conn,
         &cmd.caller,
@@ -642,39 +583,13 @@ pub(super) fn checkout_borrow(ctx: &mut Ctx, cmd: &BorrowCommand, now: OffsetDat
             AllowedOperation::CheckoutBorrowLicense,
         )?
     {
-        return Err(StoreError::AccessDenied(format!(
-            "account {} may not borrow license {}: it is not the beneficiary and holds no ACTIVE grant allowing CheckoutBorrowLicense",
-            cmd.caller, license.license_arn
-        )));
+        return Err(may_not_borrow(&cmd.caller, &license.license_arn));
     }
-    if let Some(r) = unavailable_reason(&license, now) {
-        return Err(StoreError::NoEntitlements(r));
-    }
-    let plan = match plan_borrow(&license, &cmd.entitlements) {
-        Ok(p) => p,
-        Err(BorrowRefusal::NotBorrowable(m)) => return Err(StoreError::Invalid(m)),
-        Err(BorrowRefusal::NotHeld(m)) => return Err(StoreError::EntitlementNotAllowed(m)),
-    };
-    if let Some(short) = draw(&ctx.conn, &license, &plan, now_ms)? {
+    let plan = borrow_plan(&license, &cmd.entitlements, now)?;
+    if let Some(short) = draw(&ctx.conn, &license, &plan, to_millis(now))? {
         return Err(StoreError::NoEntitlements(short));
     }
-    let c = Consumption {
-        token: cmd.token.clone(),
-        license_arn: license.license_arn.clone(),
-        consumer: cmd.caller.clone(),
-        checkout_type: CheckoutType::Provisional,
-        allowed: plan.allowed,
-        draws: plan.draws,
-        node_id: cmd.node_id.clone(),
-        beneficiary: None,
-        issued_at: now,
-        expires_at: consumption::borrow_expiry(&license, now),
-        status: ConsumptionStatus::Active,
-        product_sku: license.product_sku.clone(),
-        key_fingerprint: license.issuer.key_fingerprint.clone(),
-        borrowed: true,
-        checkout_metadata: cmd.metadata.clone(),
-    };
+    let c = borrow_consumption(cmd, &license, plan, now);
     insert_consumption(&ctx.conn, &c, &cmd.client_token, &cmd.request_hash, epoch)?;
     Ok(c)
 }
@@ -687,9 +602,9 @@ pub(super) fn check_in(
     now: OffsetDateTime,
 ) -> Result<()> {
     let (c, epoch) = load_consumption(&ctx.conn, token)?;
-    let license = usable_consumption(ctx, caller, &c, only_license, AllowedOperation::CheckInLicense)?;
+    let (license, current) = usable_consumption(ctx, caller, &c, only_license, AllowedOperation::CheckInLicense)?;
     refuse_check_in(&c, &license, now)?;
-    release(&ctx.conn, &c.license_arn, &c.draws, epoch)?;
+    release(&ctx.conn, &c.license_arn, &c.draws, epoch == current)?;
     ctx.conn
         .prepare_cached("UPDATE consumptions SET status = 'CHECKED_IN', ended_at = ?1 WHERE token = ?2")?
         .execute(params![to_millis(now), token])?;
@@ -705,7 +620,7 @@ pub(super) fn extend(
     now: OffsetDateTime,
 ) -> Result<Consumption> {
     let (mut c, _) = load_consumption(&ctx.conn, token)?;
-    let license = usable_consumption(
+    let (license, _) = usable_consumption(
         ctx,
         caller,
         &c,
@@ -746,9 +661,8 @@ pub(super) fn expire_due(ctx: &mut Ctx, now: OffsetDateTime) -> Result<u64> {
     expire_in(&ctx.conn, None, to_millis(now), 1000)
 }
 
-pub(super) fn access_key(ctx: &mut Ctx, access_key_id: &str) -> Result<Option<AccessKey>> {
-    let row: Option<(String, String, String, i64, i64)> = ctx
-        .conn
+pub(super) fn access_key(conn: &Connection, access_key_id: &str) -> Result<Option<AccessKey>> {
+    let row: Option<(String, String, String, i64, i64)> = conn
         .prepare_cached(
             "SELECT access_key_id, account_id, secret, active, created_at FROM access_keys WHERE access_key_id = ?1",
         )?
@@ -766,8 +680,4 @@ pub(super) fn access_key(ctx: &mut Ctx, access_key_id: &str) -> Result<Option<Ac
         })
     })
     .transpose()
-}
-
-pub(super) fn grant_chains(ctx: &mut Ctx, grantee: &AccountId, license_arn: &str) -> Result<Vec<Vec<Grant>>> {
-    chains(&ctx.conn, grantee, license_arn)
 }

@@ -5,6 +5,7 @@
 //! writer in this process, and other processes (the CLI) wait on the lock.
 
 use crate::codec::{account_of, corrupt, license_of, new_access_key, random_account_id, version_json, version_outcome};
+use crate::rules::token_reused;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -47,6 +48,16 @@ pub struct SqliteStore {
 /// A write transaction of the general writer connection, holding the process's write turn.
 type WriteTx = (Transaction<'static, Sqlite>, OwnedMutexGuard<()>);
 
+/// How every sqlx connection to a Tessera SQLite file is opened: WAL, durable
+/// commits (`synchronous=FULL`), foreign keys, and a 30 s wait for the lock.
+pub(crate) fn connect_options(path: &Path) -> Result<SqliteConnectOptions> {
+    Ok(SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(true))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs migrations.
     pub async fn open(path: &Path) -> Result<Self> {
@@ -56,12 +67,7 @@ impl SqliteStore {
                     .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+        let opts = connect_options(path)?.create_if_missing(true);
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -160,10 +166,7 @@ async fn replay(tx: &mut Transaction<'_, Sqlite>, key: &Idempotency) -> Result<O
     let Some(row) = row else { return Ok(None) };
     let stored: String = row.try_get("request_hash")?;
     if stored != key.request_hash {
-        return Err(StoreError::Conflict(format!(
-            "ClientToken '{}' was already used with a different {} request; use a new ClientToken for a new request",
-            key.client_token, key.operation
-        )));
+        return Err(token_reused(&key.client_token, key.operation));
     }
     let result: String = row.try_get("result")?;
     Ok(Some(serde_json::from_str(&result).map_err(corrupt)?))
@@ -311,7 +314,7 @@ impl Store for SqliteStore {
     }
 
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>> {
-        self.hot.read(|ctx| hot::access_key(ctx, access_key_id))
+        self.hot.read(|conn| hot::access_key(conn, access_key_id))
     }
 
     async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>> {
@@ -624,7 +627,7 @@ impl Store for SqliteStore {
     }
 
     async fn grant_chains(&self, grantee: &AccountId, license_arn: &str) -> Result<Vec<Vec<Grant>>> {
-        self.hot.read(|ctx| hot::grant_chains(ctx, grantee, license_arn))
+        self.hot.read(|conn| hot::chains(conn, grantee, license_arn))
     }
 
     async fn create_token(
