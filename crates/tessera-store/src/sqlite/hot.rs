@@ -34,6 +34,9 @@ use crate::{AccessKey, BorrowCommand, CheckoutCommand, EntitlementUsage, Result,
 /// At most this many writes share one transaction (and one fsync).
 const MAX_BATCH: usize = 256;
 
+/// WAL pages (4 KiB each) between the writer's automatic checkpoints.
+const WAL_PAGES: i64 = 8_000;
+
 /// Re-grants deeper than this are refused when followed (a cycle cannot form, but be safe).
 const MAX_CHAIN: usize = 16;
 
@@ -75,8 +78,13 @@ impl Hot {
     /// `gate` is held around every write transaction in this process, so that the
     /// other writer connection takes its turn between batches instead of polling the lock.
     pub(super) fn start(path: &Path, gate: Arc<Mutex<()>>) -> Result<Self> {
+        let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        // Checkpoint every WAL_PAGES pages rather than SQLite's 1,000: the hot
+        // pages (counters, index tails) are rewritten by nearly every batch, and a
+        // longer interval copies each of them into the database file once, not many times.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES)?;
         let writer_ctx = Ctx {
-            conn: connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?,
+            conn,
             licenses: HashMap::new(),
         };
         let (jobs, rx) = mpsc::channel();
@@ -138,6 +146,12 @@ impl Hot {
     }
 }
 
+/// Runs a transaction-control statement from the statement cache: these run
+/// once or twice per write, and parsing them each time showed in profiles.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -159,14 +173,14 @@ fn writer(mut ctx: Ctx, rx: mpsc::Receiver<Job>, gate: Arc<Mutex<()>>) {
             }
         }
         let _turn = gate.blocking_lock();
-        if let Err(e) = ctx.conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run(&ctx.conn, "BEGIN IMMEDIATE") {
             // Dropping the jobs drops their reply channels: each caller gets an error.
             tracing::error!(error = %e, "cannot begin a write transaction");
             continue;
         }
         let mut done: Vec<Completion> = Vec::with_capacity(writes.len());
         for f in writes {
-            if let Err(e) = ctx.conn.execute_batch("SAVEPOINT job") {
+            if let Err(e) = run(&ctx.conn, "SAVEPOINT job") {
                 tracing::error!(error = %e, "cannot open a savepoint");
                 continue;
             }
@@ -179,16 +193,16 @@ fn writer(mut ctx: Ctx, rx: mpsc::Receiver<Job>, gate: Arc<Mutex<()>>) {
                 }
             };
             let closed = if ok {
-                ctx.conn.execute_batch("RELEASE job")
+                run(&ctx.conn, "RELEASE job")
             } else {
-                ctx.conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                run(&ctx.conn, "ROLLBACK TO job").and_then(|()| run(&ctx.conn, "RELEASE job"))
             };
             match closed {
                 Ok(()) => done.push(completion),
                 Err(e) => completion(Some(e.to_string())),
             }
         }
-        match ctx.conn.execute_batch("COMMIT") {
+        match run(&ctx.conn, "COMMIT") {
             Ok(()) => done.into_iter().for_each(|c| c(None)),
             Err(e) => {
                 let _ = ctx.conn.execute_batch("ROLLBACK");
@@ -207,19 +221,19 @@ const CONSUMPTION_COLUMNS: &str = "token, license_arn, consumer_account, checkou
 
 /// A consumption row (selected with CONSUMPTION_COLUMNS), its request hash and usage epoch.
 fn consumption_of(row: &Row<'_>) -> rusqlite::Result<Result<(Consumption, String, i64)>> {
-    let checkout_type: String = row.get("checkout_type")?;
-    let status: String = row.get("status")?;
-    let allowed: String = row.get("allowed")?;
-    let draws: String = row.get("draws")?;
-    let metadata: Option<String> = row.get("checkout_metadata")?;
-    let consumer: String = row.get("consumer_account")?;
-    let (token, license_arn) = (row.get("token")?, row.get("license_arn")?);
-    let (node_id, beneficiary) = (row.get("node_id")?, row.get("beneficiary")?);
-    let (issued_at, expires_at): (i64, i64) = (row.get("issued_at")?, row.get("expires_at")?);
-    let (product_sku, key_fingerprint) = (row.get("product_sku")?, row.get("key_fingerprint")?);
-    let borrowed: i64 = row.get("borrowed")?;
-    let hash: String = row.get("request_hash")?;
-    let epoch: i64 = row.get("usage_epoch")?;
+    // By position, in CONSUMPTION_COLUMNS order: a lookup by name scans the column names.
+    let (token, license_arn): (String, String) = (row.get(0)?, row.get(1)?);
+    let consumer: String = row.get(2)?;
+    let checkout_type: String = row.get(3)?;
+    let (allowed, draws): (String, String) = (row.get(4)?, row.get(5)?);
+    let (node_id, beneficiary) = (row.get(6)?, row.get(7)?);
+    let (issued_at, expires_at): (i64, i64) = (row.get(8)?, row.get(9)?);
+    let status: String = row.get(10)?;
+    let (product_sku, key_fingerprint) = (row.get(11)?, row.get(12)?);
+    let hash: String = row.get(13)?;
+    let epoch: i64 = row.get(14)?;
+    let borrowed: i64 = row.get(15)?;
+    let metadata: Option<String> = row.get(16)?;
     Ok((|| {
         Ok((
             Consumption {
@@ -283,29 +297,33 @@ fn replay_checkout(
 }
 
 impl Ctx {
-    /// The parsed document of a license row, parsing it only when its version is new to the cache.
-    fn license(&mut self, arn: &str, version: i64, document: &str) -> Result<Arc<License>> {
+    fn load_license(&mut self, arn: &str) -> Result<(Arc<License>, i64)> {
+        let row: Option<(i64, i64)> = self
+            .conn
+            .prepare_cached("SELECT version, usage_epoch FROM licenses WHERE license_arn = ?1")?
+            .query_row(params![arn], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (version, epoch) = row.ok_or_else(|| StoreError::NotFound(format!("license {arn} does not exist")))?;
+        Ok((self.license_at(arn, version)?, epoch))
+    }
+
+    /// License `arn` at `version`: from the cache, else read and parsed (versions never change once written).
+    fn license_at(&mut self, arn: &str, version: i64) -> Result<Arc<License>> {
         if let Some((v, l)) = self.licenses.get(arn) {
             if *v == version {
                 return Ok(l.clone());
             }
         }
+        let doc: String = self
+            .conn
+            .prepare_cached("SELECT document FROM licenses WHERE license_arn = ?1")?
+            .query_row(params![arn], |r| r.get(0))?;
         if self.licenses.len() >= LICENSE_CACHE {
             self.licenses.clear();
         }
-        let l = Arc::new(license_of(document)?);
+        let l = Arc::new(license_of(&doc)?);
         self.licenses.insert(arn.to_owned(), (version, l.clone()));
         Ok(l)
-    }
-
-    fn load_license(&mut self, arn: &str) -> Result<(Arc<License>, i64)> {
-        let row: Option<(i64, String, i64)> = self
-            .conn
-            .prepare_cached("SELECT version, document, usage_epoch FROM licenses WHERE license_arn = ?1")?
-            .query_row(params![arn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
-        let (version, doc, epoch) = row.ok_or_else(|| StoreError::NotFound(format!("license {arn} does not exist")))?;
-        Ok((self.license(arn, version, &doc)?, epoch))
     }
 
     /// The licenses a checkout may draw from, oldest first, with their usage epochs.
@@ -320,21 +338,7 @@ impl Ctx {
             .collect::<rusqlite::Result<_>>()?;
         let mut out = Vec::with_capacity(rows.len());
         for (arn, version, epoch) in rows {
-            let cached = self
-                .licenses
-                .get(&arn)
-                .filter(|(v, _)| *v == version)
-                .map(|(_, l)| l.clone());
-            let license = match cached {
-                Some(l) => l,
-                None => {
-                    let doc: String = self
-                        .conn
-                        .prepare_cached("SELECT document FROM licenses WHERE license_arn = ?1")?
-                        .query_row(params![arn], |r| r.get(0))?;
-                    self.license(&arn, version, &doc)?
-                }
-            };
+            let license = self.license_at(&arn, version)?;
             out.push((license, epoch));
         }
         Ok(out)
