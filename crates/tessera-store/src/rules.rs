@@ -46,21 +46,9 @@ pub(crate) fn checkout_consumption(
     now: OffsetDateTime,
 ) -> Consumption {
     Consumption {
-        token: cmd.token.clone(),
-        license_arn: license.license_arn.clone(),
-        consumer: cmd.caller.clone(),
         checkout_type: cmd.checkout_type,
-        allowed: plan.allowed,
-        draws: plan.draws,
-        node_id: cmd.node_id.clone(),
         beneficiary: cmd.beneficiary.clone(),
-        issued_at: now,
-        expires_at: consumption::expiry(license, now),
-        status: ConsumptionStatus::Active,
-        product_sku: license.product_sku.clone(),
-        key_fingerprint: license.issuer.key_fingerprint.clone(),
-        borrowed: false,
-        checkout_metadata: Vec::new(),
+        ..granted(&cmd.token, &cmd.caller, &cmd.node_id, license, plan, now)
     }
 }
 
@@ -72,21 +60,38 @@ pub(crate) fn borrow_consumption(
     now: OffsetDateTime,
 ) -> Consumption {
     Consumption {
-        token: cmd.token.clone(),
+        expires_at: consumption::borrow_expiry(license, now),
+        borrowed: true,
+        checkout_metadata: cmd.metadata.clone(),
+        ..granted(&cmd.token, &cmd.caller, &cmd.node_id, license, plan, now)
+    }
+}
+
+/// What every granted consumption holds: an ACTIVE PROVISIONAL checkout of the plan.
+fn granted(
+    token: &str,
+    caller: &AccountId,
+    node_id: &Option<String>,
+    license: &License,
+    plan: CheckoutPlan,
+    now: OffsetDateTime,
+) -> Consumption {
+    Consumption {
+        token: token.to_owned(),
         license_arn: license.license_arn.clone(),
-        consumer: cmd.caller.clone(),
+        consumer: caller.clone(),
         checkout_type: CheckoutType::Provisional,
         allowed: plan.allowed,
         draws: plan.draws,
-        node_id: cmd.node_id.clone(),
+        node_id: node_id.clone(),
         beneficiary: None,
         issued_at: now,
-        expires_at: consumption::borrow_expiry(license, now),
+        expires_at: consumption::expiry(license, now),
         status: ConsumptionStatus::Active,
         product_sku: license.product_sku.clone(),
         key_fingerprint: license.issuer.key_fingerprint.clone(),
-        borrowed: true,
-        checkout_metadata: cmd.metadata.clone(),
+        borrowed: false,
+        checkout_metadata: Vec::new(),
     }
 }
 
