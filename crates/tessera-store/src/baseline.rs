@@ -46,6 +46,8 @@ impl RawCounter {
                 let pool = PgPoolOptions::new()
                     .max_connections(connections.clamp(1, MAX_PG_CONNECTIONS))
                     .acquire_timeout(Duration::from_secs(30))
+                    // As the store's pool: no extra round trip before each use.
+                    .test_before_acquire(false)
                     .connect_with(opts)
                     .await
                     .map_err(|e| StoreError::Config(format!("cannot connect to PostgreSQL at {shown}: {e}")))?;

@@ -107,6 +107,7 @@ use crate::{
 mod batch;
 mod environments;
 mod grants;
+mod readers;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -124,6 +125,8 @@ pub struct PgStore {
     pool: PgPool,
     /// The group-commit writers of the hot path (checkout, borrow, check-in, extension).
     writer: batch::Writer,
+    /// Connections of their own for the access-key read of every request.
+    readers: readers::Readers,
 }
 
 impl PgStore {
@@ -154,16 +157,23 @@ impl PgStore {
                 )))
             }
         }
+        // No ping before each acquire: the pool already pings a connection when it
+        // is released, and a second round trip on every acquire was a quarter of the
+        // server's CPU under load (access keys are read on every request). A
+        // connection that dies while idle (a database restart) fails the one request
+        // that gets it, with a retryable 5xx, and is then replaced.
+        let readers = readers::Readers::new(opts.clone());
         let pool = PgPoolOptions::new()
             .max_connections(pool_size)
             .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire(false)
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Config(format!("cannot connect to PostgreSQL at {shown}: {e}")))?;
         // The migrator holds an advisory lock, so servers starting together migrate once.
         MIGRATOR.run(&pool).await?;
         let writer = batch::Writer::start(pool.clone());
-        Ok(Self { pool, writer })
+        Ok(Self { pool, writer, readers })
     }
 
     /// `url` fit for messages and logs: without its password.
@@ -1262,12 +1272,13 @@ impl Store for PgStore {
     }
 
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>> {
-        let row = sqlx::query(
-            "SELECT access_key_id, account_id, secret, active, created_at FROM access_keys WHERE access_key_id = $1",
-        )
-        .bind(access_key_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .readers
+            .fetch_optional(
+                "SELECT access_key_id, account_id, secret, active, created_at FROM access_keys WHERE access_key_id = $1",
+                access_key_id,
+            )
+            .await?;
         row.map(|r| {
             Ok(AccessKey {
                 access_key_id: r.try_get("access_key_id")?,

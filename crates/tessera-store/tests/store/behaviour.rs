@@ -651,3 +651,51 @@ async fn postgres_urls_of_both_spellings_open() {
         store.list_accounts().await.expect("query");
     }
 }
+
+#[tokio::test]
+async fn postgres_replaces_connections_that_died_while_idle() {
+    if skip_postgres() {
+        return;
+    }
+    const POOL: usize = 4;
+    let db = PgDatabase::create().await;
+    let store = tessera_store::open(&format!("{}?pool_max_connections={POOL}", db.url))
+        .await
+        .expect("open");
+    let (_, key) = store.create_account("conns", now()).await.expect("account");
+    // Open connections of both kinds (the pool's, and the access-key readers'), then leave them idle.
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..POOL * 2 {
+        let (store, id) = (store.clone(), key.access_key_id.clone());
+        all.spawn(async move {
+            store.list_accounts().await?;
+            store.access_key(&id).await.map(|k| assert!(k.is_some()))
+        });
+    }
+    while let Some(r) = all.join_next().await {
+        r.expect("task").expect("queries before the connections are killed");
+    }
+    let killed = db.terminate_connections().await;
+    assert!(killed >= 2, "the store held connections to kill: {killed}");
+    // Each dead connection may fail one call; after that every call works.
+    let mut failures = 0;
+    for _ in 0..POOL * 2 + 2 {
+        failures += usize::from(store.list_accounts().await.is_err());
+        failures += usize::from(store.access_key(&key.access_key_id).await.is_err());
+    }
+    assert!(
+        failures <= POOL * 2,
+        "{failures} failures with {POOL} + {POOL} connections"
+    );
+    for _ in 0..POOL * 2 {
+        store
+            .list_accounts()
+            .await
+            .expect("query after the dead connections were replaced");
+        let k = store
+            .access_key(&key.access_key_id)
+            .await
+            .expect("access key after the dead connections were replaced");
+        assert_eq!(k.map(|k| k.secret), Some(key.secret.clone()));
+    }
+}

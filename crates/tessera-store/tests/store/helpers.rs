@@ -98,6 +98,23 @@ impl PgDatabase {
     }
 }
 
+impl PgDatabase {
+    /// Ends every server process connected to this database (as a database
+    /// restart would); returns how many there were.
+    pub async fn terminate_connections(&self) -> i64 {
+        let mut conn = PgConnection::connect(&admin_url()).await.expect("admin connection");
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&self.name)
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_terminate_backend");
+        let _ = conn.close().await;
+        killed
+    }
+}
+
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
