@@ -6,8 +6,8 @@
 use time::OffsetDateTime;
 
 use tessera_core::consumption::{
-    self, check_in_refusal, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal, CheckInRefusal,
-    CheckoutPlan, Consumption, ConsumptionStatus, Draw, EntitlementData,
+    self, check_in_refusal, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal,
+    CheckInRefusal, CheckoutPlan, Consumption, ConsumptionStatus, Draw, EntitlementData,
 };
 use tessera_core::grant::AllowedOperation;
 use tessera_core::license::{CheckoutType, License};
@@ -36,6 +36,32 @@ pub(crate) fn borrow_plan(license: &License, wanted: &[EntitlementData], now: Of
         BorrowRefusal::NotBorrowable(m) => StoreError::Invalid(m),
         BorrowRefusal::NotHeld(m) => StoreError::EntitlementNotAllowed(m),
     })
+}
+
+/// How a checkout's caller stands toward a license.
+pub(crate) enum Reach {
+    /// The beneficiary, or the issuer checking out for a named beneficiary.
+    Direct,
+    /// Anyone else without a Beneficiary: only through an ACTIVE grant allowing CheckoutLicense.
+    ThroughGrant,
+    /// A Beneficiary named by a caller who may not check out for it; grants do not apply.
+    Never,
+}
+
+pub(crate) fn checkout_reach(cmd: &CheckoutCommand, license: &License) -> Reach {
+    if may_checkout(license, &cmd.caller, cmd.beneficiary.as_deref()) {
+        Reach::Direct
+    } else if cmd.beneficiary.is_some() {
+        Reach::Never
+    } else {
+        Reach::ThroughGrant
+    }
+}
+
+/// Whether `license`, out of the caller's reach, is the caller's own license
+/// checked out without a Beneficiary (the refusal then says how to do it).
+pub(crate) fn issuer_without_beneficiary(cmd: &CheckoutCommand, license: &License) -> bool {
+    cmd.beneficiary.is_none() && issued_by(&license.license_arn, &cmd.caller)
 }
 
 /// The consumption a granted checkout makes.
@@ -128,7 +154,7 @@ pub(crate) fn nothing_available(cmd: &CheckoutCommand, own_license_without_benef
 }
 
 /// Whether `caller` issued license `arn`.
-pub(crate) fn issued_by(arn: &str, caller: &AccountId) -> bool {
+fn issued_by(arn: &str, caller: &AccountId) -> bool {
     LicenseArn::parse("LicenseArn", arn)
         .map(|a| a.account() == caller)
         .unwrap_or(false)

@@ -57,7 +57,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use tessera_core::consumption::{self, may_checkout, CheckoutPlan, Consumption, ConsumptionStatus, Draw};
+use tessera_core::consumption::{self, CheckoutPlan, Consumption, ConsumptionStatus, Draw};
 use tessera_core::grant::AllowedOperation;
 use tessera_core::license::License;
 use tessera_core::timefmt::to_millis;
@@ -66,8 +66,9 @@ use tessera_core::AccountId;
 use super::{consumption_of, granted, retryable, ATTEMPTS, CONSUMPTION_COLUMNS};
 use crate::codec::{corrupt, license_of};
 use crate::rules::{
-    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, direct_user, exhausted,
-    issued_by, may_not_borrow, no_grant, nothing_available, refuse_check_in, refuse_extension, token_reused,
+    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
+    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
+    refuse_extension, token_reused, Reach,
 };
 use crate::{BorrowCommand, CheckoutCommand, Result, StoreError};
 
@@ -924,15 +925,16 @@ impl State {
             {
                 continue;
             }
-            let direct = may_checkout(&license, &cmd.caller, cmd.beneficiary.as_deref());
-            if !direct
-                && (cmd.beneficiary.is_some()
-                    || !self
-                        .granted(tx, &cmd.caller, &license.license_arn, AllowedOperation::CheckoutLicense)
-                        .await?)
-            {
-                own_license_without_beneficiary |=
-                    cmd.beneficiary.is_none() && issued_by(&license.license_arn, &cmd.caller);
+            let reached = match checkout_reach(cmd, &license) {
+                Reach::Direct => true,
+                Reach::ThroughGrant => {
+                    self.granted(tx, &cmd.caller, &license.license_arn, AllowedOperation::CheckoutLicense)
+                        .await?
+                }
+                Reach::Never => false,
+            };
+            if !reached {
+                own_license_without_beneficiary |= issuer_without_beneficiary(cmd, &license);
                 continue;
             }
             let plan = match checkout_plan(&license, &cmd.entitlements, now) {

@@ -77,8 +77,9 @@
 
 use crate::codec::{account_of, corrupt, license_of, new_access_key, random_account_id, version_json, version_outcome};
 use crate::rules::{
-    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, direct_user, exhausted,
-    issued_by, may_not_borrow, no_grant, nothing_available, refuse_check_in, refuse_extension, token_reused,
+    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
+    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
+    refuse_extension, token_reused, Reach,
 };
 use std::future::Future;
 use std::str::FromStr;
@@ -91,7 +92,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 use time::OffsetDateTime;
 
-use tessera_core::consumption::{self, may_checkout, CheckoutPlan, Consumption, ConsumptionStatus, Draw};
+use tessera_core::consumption::{self, CheckoutPlan, Consumption, ConsumptionStatus, Draw};
 use tessera_core::environment::Environment;
 use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
 use tessera_core::license::{CheckoutType, License, LicenseStatus, Tag};
@@ -1043,19 +1044,21 @@ impl PgStore {
             {
                 continue;
             }
-            let direct = may_checkout(&license, &cmd.caller, cmd.beneficiary.as_deref());
-            if !direct
-                && (cmd.beneficiary.is_some()
-                    || !granted(
+            let reached = match checkout_reach(cmd, &license) {
+                Reach::Direct => true,
+                Reach::ThroughGrant => {
+                    granted(
                         &mut tx,
                         &cmd.caller,
                         &license.license_arn,
                         AllowedOperation::CheckoutLicense,
                     )
-                    .await?)
-            {
-                own_license_without_beneficiary |=
-                    cmd.beneficiary.is_none() && issued_by(&license.license_arn, &cmd.caller);
+                    .await?
+                }
+                Reach::Never => false,
+            };
+            if !reached {
+                own_license_without_beneficiary |= issuer_without_beneficiary(cmd, &license);
                 continue;
             }
             let plan = match checkout_plan(&license, &cmd.entitlements, now) {

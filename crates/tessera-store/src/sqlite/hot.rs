@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use time::OffsetDateTime;
 use tokio::sync::{oneshot, Mutex};
 
-use tessera_core::consumption::{self, may_checkout, CheckoutPlan, Consumption, ConsumptionStatus, Draw};
+use tessera_core::consumption::{self, CheckoutPlan, Consumption, ConsumptionStatus, Draw};
 use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
 use tessera_core::license::{CheckoutType, License};
 use tessera_core::timefmt::{from_millis, to_millis};
@@ -26,8 +26,9 @@ use tessera_core::AccountId;
 
 use crate::codec::{account_of, corrupt, grant_of, license_of};
 use crate::rules::{
-    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, direct_user, exhausted,
-    issued_by, may_not_borrow, no_grant, nothing_available, refuse_check_in, refuse_extension, token_reused,
+    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
+    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
+    refuse_extension, token_reused, Reach,
 };
 use crate::{AccessKey, BorrowCommand, CheckoutCommand, EntitlementUsage, Result, StoreError};
 
@@ -531,18 +532,18 @@ pub(super) fn checkout(ctx: &mut Ctx, cmd: &CheckoutCommand, now: OffsetDateTime
         {
             continue;
         }
-        let direct = may_checkout(&license, &cmd.caller, cmd.beneficiary.as_deref());
-        if !direct
-            && (cmd.beneficiary.is_some()
-                || !granted(
-                    &ctx.conn,
-                    &cmd.caller,
-                    &license.license_arn,
-                    AllowedOperation::CheckoutLicense,
-                )?)
-        {
-            own_license_without_beneficiary |=
-                cmd.beneficiary.is_none() && issued_by(&license.license_arn, &cmd.caller);
+        let reached = match checkout_reach(cmd, &license) {
+            Reach::Direct => true,
+            Reach::ThroughGrant => granted(
+                &ctx.conn,
+                &cmd.caller,
+                &license.license_arn,
+                AllowedOperation::CheckoutLicense,
+            )?,
+            Reach::Never => false,
+        };
+        if !reached {
+            own_license_without_beneficiary |= issuer_without_beneficiary(cmd, &license);
             continue;
         }
         let plan = match checkout_plan(&license, &cmd.entitlements, now) {

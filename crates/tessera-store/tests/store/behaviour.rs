@@ -699,3 +699,45 @@ async fn postgres_replaces_connections_that_died_while_idle() {
         assert_eq!(k.map(|k| k.secret), Some(key.secret.clone()));
     }
 }
+
+#[tokio::test]
+async fn who_may_check_out_a_license_without_a_grant() {
+    for db in backends().await {
+        let store = db.open().await;
+        let f = fixture(store.as_ref(), 5).await;
+        let t = now();
+        // The issuer without a Beneficiary: refused, and told to name one.
+        let own = store
+            .checkout(checkout_cmd(&f.vendor, &f.sku, &f.vendor, 1, "ct-own"), t)
+            .await;
+        let msg = outcome(&own);
+        assert!(
+            matches!(own, Err(StoreError::NoEntitlements(_))) && msg.contains("must name the beneficiary"),
+            "{}: {msg}",
+            db.name
+        );
+        // The issuer naming the beneficiary, and the beneficiary itself: granted.
+        let mut for_customer = checkout_cmd(&f.vendor, &f.sku, &f.vendor, 1, "ct-for");
+        for_customer.beneficiary = Some(f.customer.to_string());
+        store
+            .checkout(for_customer, t)
+            .await
+            .expect("issuer for its beneficiary");
+        store
+            .checkout(checkout_cmd(&f.customer, &f.sku, &f.vendor, 1, "ct-self"), t)
+            .await
+            .expect("the beneficiary");
+        // Anyone else naming a Beneficiary is refused even where grants would apply, without the hint.
+        let (other, _) = store.create_account("other", t).await.expect("other");
+        let mut stranger = checkout_cmd(&other.id, &f.sku, &f.vendor, 1, "ct-other");
+        stranger.beneficiary = Some(f.customer.to_string());
+        let refused = store.checkout(stranger, t).await;
+        let msg = outcome(&refused);
+        assert!(
+            matches!(refused, Err(StoreError::NoEntitlements(_))) && !msg.contains("must name the beneficiary"),
+            "{}: {msg}",
+            db.name
+        );
+        assert_eq!(seats_in_use(store.as_ref(), &f.arn, t).await, 2, "{}", db.name);
+    }
+}
