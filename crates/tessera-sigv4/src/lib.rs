@@ -17,10 +17,13 @@ pub const MAX_SKEW: Duration = Duration::minutes(15);
 
 type HmacSha256 = Hmac<Sha256>;
 
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+/// A SigV4 signing key: derived from a secret for one date, region and service.
+pub type SigningKey = [u8; 32];
+
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
-    mac.finalize().into_bytes().to_vec()
+    mac.finalize().into_bytes().into()
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -28,15 +31,24 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// RFC 3986 encoding as SigV4 requires: everything but unreserved characters.
-fn uri_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
+fn uri_encode_into(out: &mut String, s: &str, keep_slash: bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             b'/' if keep_slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
+            _ => {
+                out.push('%');
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 15) as usize] as char);
+            }
         }
     }
+}
+
+fn uri_encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    uri_encode_into(&mut out, s, keep_slash);
     out
 }
 
@@ -58,7 +70,10 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn canonical_query(query: &str) -> String {
+fn canonical_query_into(out: &mut String, query: &str) {
+    if query.is_empty() {
+        return;
+    }
     let mut pairs: Vec<(String, String)> = query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -71,19 +86,29 @@ fn canonical_query(query: &str) -> String {
         })
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
 }
 
-fn canonical_header_value(values: &[&str]) -> String {
-    values
-        .iter()
-        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join(",")
+/// Appends a header's values, trimmed, inner runs of spaces folded, joined by commas.
+fn canonical_header_value_into(out: &mut String, values: &[&str]) {
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, word) in v.split_whitespace().enumerate() {
+            if j > 0 {
+                out.push(' ');
+            }
+            out.push_str(word);
+        }
+    }
 }
 
 /// The parts of a request that SigV4 covers.
@@ -93,56 +118,87 @@ pub struct RequestParts<'a> {
     pub path: &'a str,
     pub query: &'a str,
     /// Header name (any case) and value pairs.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a [(&'a str, &'a str)],
     pub payload_hash: &'a str,
 }
 
 /// Builds the canonical request over the listed signed headers.
 pub fn canonical_request(req: &RequestParts<'_>, signed_headers: &[&str]) -> String {
-    let path = if req.path.is_empty() { "/" } else { req.path };
-    let mut out = String::new();
-    out.push_str(req.method);
-    out.push('\n');
-    out.push_str(&uri_encode(path, true));
-    out.push('\n');
-    out.push_str(&canonical_query(req.query));
-    out.push('\n');
-    for name in signed_headers {
-        let values: Vec<&str> = req
-            .headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect();
-        out.push_str(name);
-        out.push(':');
-        out.push_str(&canonical_header_value(&values));
-        out.push('\n');
-    }
-    out.push('\n');
-    out.push_str(&signed_headers.join(";"));
-    out.push('\n');
-    out.push_str(req.payload_hash);
+    let mut out = String::with_capacity(512);
+    canonical_request_into(&mut out, req, signed_headers);
     out
 }
 
-pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
-    let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+/// [`canonical_request`] into a buffer the caller reuses.
+pub fn canonical_request_into(out: &mut String, req: &RequestParts<'_>, signed_headers: &[&str]) {
+    let path = if req.path.is_empty() { "/" } else { req.path };
+    out.push_str(req.method);
+    out.push('\n');
+    uri_encode_into(out, path, true);
+    out.push('\n');
+    canonical_query_into(out, req.query);
+    out.push('\n');
+    let mut values: Vec<&str> = Vec::with_capacity(2);
+    for name in signed_headers {
+        values.clear();
+        values.extend(
+            req.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v),
+        );
+        out.push_str(name);
+        out.push(':');
+        canonical_header_value_into(out, &values);
+        out.push('\n');
+    }
+    out.push('\n');
+    for (i, name) in signed_headers.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(name);
+    }
+    out.push('\n');
+    out.push_str(req.payload_hash);
+}
+
+pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> SigningKey {
+    let mut k = Vec::with_capacity(4 + secret.len());
+    k.extend_from_slice(b"AWS4");
+    k.extend_from_slice(secret.as_bytes());
+    let k = hmac(&k, date.as_bytes());
     let k = hmac(&k, region.as_bytes());
     let k = hmac(&k, service.as_bytes());
     hmac(&k, b"aws4_request")
 }
 
+/// The signature (lowercase hex) of a canonical request under an already derived key.
+pub fn signature_with_key(key: &SigningKey, amz_date: &str, scope: &Scope, canonical: &str) -> String {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(ALGORITHM.as_bytes());
+    mac.update(b"\n");
+    mac.update(amz_date.as_bytes());
+    mac.update(b"\n");
+    for part in [&scope.date, &scope.region, &scope.service] {
+        mac.update(part.as_bytes());
+        mac.update(b"/");
+    }
+    mac.update(b"aws4_request\n");
+    let mut hash = [0u8; 64];
+    // The canonical request's hash is hex in the string to sign.
+    hex::encode_to_slice(Sha256::digest(canonical.as_bytes()), &mut hash).expect("64 hex digits fit");
+    mac.update(&hash);
+    hex::encode(mac.finalize().into_bytes())
+}
+
 pub fn signature(secret: &str, amz_date: &str, scope: &Scope, canonical: &str) -> String {
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{}\n{}",
-        scope.to_string_without_key(),
-        sha256_hex(canonical.as_bytes())
-    );
-    hex::encode(hmac(
+    signature_with_key(
         &signing_key(secret, &scope.date, &scope.region, &scope.service),
-        string_to_sign.as_bytes(),
-    ))
+        amz_date,
+        scope,
+        canonical,
+    )
 }
 
 /// `<date>/<region>/<service>/aws4_request`, with the access key in front.
@@ -181,8 +237,22 @@ pub fn sign(
     now: OffsetDateTime,
 ) -> Vec<(String, String)> {
     let amz_date = format_amz_date(now);
-    let mut headers: Vec<(String, String)> = req.headers.to_vec();
-    headers.push(("x-amz-date".into(), amz_date.clone()));
+    let key = signing_key(secret, &amz_date[..8], region, SERVICE);
+    let (date, authorization) = sign_with_key(req, access_key_id, &key, region, amz_date);
+    vec![("x-amz-date".into(), date), ("authorization".into(), authorization)]
+}
+
+/// [`sign`] with a signing key already derived for the date of `amz_date`;
+/// returns the `x-amz-date` and `authorization` header values.
+pub fn sign_with_key(
+    req: &RequestParts<'_>,
+    access_key_id: &str,
+    key: &SigningKey,
+    region: &str,
+    amz_date: String,
+) -> (String, String) {
+    let mut headers: Vec<(&str, &str)> = req.headers.to_vec();
+    headers.push(("x-amz-date", &amz_date));
     let mut names: Vec<String> = headers.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
     names.sort();
     names.dedup();
@@ -198,18 +268,48 @@ pub fn sign(
         region: region.into(),
         service: SERVICE.into(),
     };
-    let sig = signature(secret, &amz_date, &scope, &canonical);
-    vec![
-        ("x-amz-date".into(), amz_date),
-        (
-            "authorization".into(),
-            format!(
-                "{ALGORITHM} Credential={access_key_id}/{}, SignedHeaders={}, Signature={sig}",
-                scope.to_string_without_key(),
-                names.join(";")
-            ),
-        ),
-    ]
+    let sig = signature_with_key(key, &amz_date, &scope, &canonical);
+    let authorization = format!(
+        "{ALGORITHM} Credential={access_key_id}/{}, SignedHeaders={}, Signature={sig}",
+        scope.to_string_without_key(),
+        names.join(";")
+    );
+    (amz_date, authorization)
+}
+
+/// Signs requests for one access key, deriving the signing key once per day
+/// rather than on every request (four HMACs saved per request).
+pub struct Signer {
+    access_key_id: String,
+    secret: String,
+    region: String,
+    key: Option<(String, SigningKey)>,
+}
+
+impl Signer {
+    pub fn new(access_key_id: &str, secret: &str, region: &str) -> Self {
+        Self {
+            access_key_id: access_key_id.to_owned(),
+            secret: secret.to_owned(),
+            region: region.to_owned(),
+            key: None,
+        }
+    }
+
+    /// Returns the `x-amz-date` and `authorization` header values for `req`.
+    pub fn sign(&mut self, req: &RequestParts<'_>, now: OffsetDateTime) -> (String, String) {
+        let amz_date = format_amz_date(now);
+        let date = &amz_date[..8];
+        let key = match &self.key {
+            Some((d, k)) if d == date => *k,
+            _ => {
+                let k = signing_key(&self.secret, date, &self.region, SERVICE);
+                self.key = Some((date.to_owned(), k));
+                k
+            }
+        };
+        sign_with_key(req, &self.access_key_id, &key, &self.region, amz_date)
+    }
 }
 
 /// Why a request's signature was not accepted, named as AWS names it.
@@ -278,12 +378,12 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, AuthError> {
 
 /// Checks the header's shape, scope and clock skew; returns the parsed header.
 /// The caller looks up the secret and then calls [`verify_signature`].
-pub fn check_request(headers: &[(String, String)], now: OffsetDateTime) -> Result<(Authorization, String), AuthError> {
+pub fn check_request(headers: &[(&str, &str)], now: OffsetDateTime) -> Result<(Authorization, String), AuthError> {
     let get = |name: &str| {
         headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| *v)
     };
     let auth = get("authorization").ok_or_else(|| {
         AuthError::Missing("Missing Authentication Token: sign the request with AWS Signature Version 4".into())
@@ -338,9 +438,20 @@ pub fn verify_signature(
     req: &RequestParts<'_>,
     secret: &str,
 ) -> Result<(), AuthError> {
+    let key = signing_key(secret, &auth.scope.date, &auth.scope.region, &auth.scope.service);
+    verify_signature_with_key(auth, amz_date, req, &key)
+}
+
+/// [`verify_signature`] with the signing key of the request's scope already derived.
+pub fn verify_signature_with_key(
+    auth: &Authorization,
+    amz_date: &str,
+    req: &RequestParts<'_>,
+    key: &SigningKey,
+) -> Result<(), AuthError> {
     let names: Vec<&str> = auth.signed_headers.iter().map(String::as_str).collect();
     let canonical = canonical_request(req, &names);
-    let expected = signature(secret, amz_date, &auth.scope, &canonical);
+    let expected = signature_with_key(key, amz_date, &auth.scope, &canonical);
     let equal = expected.len() == auth.signature.len()
         && expected
             .bytes()
@@ -364,10 +475,7 @@ mod tests {
 
     #[test]
     fn matches_the_aws_get_vanilla_vector() {
-        let headers = vec![
-            ("Host".to_string(), "example.amazonaws.com".to_string()),
-            ("X-Amz-Date".to_string(), "20150830T123600Z".to_string()),
-        ];
+        let headers = [("Host", "example.amazonaws.com"), ("X-Amz-Date", "20150830T123600Z")];
         let req = RequestParts {
             method: "GET",
             path: "/",
@@ -389,27 +497,33 @@ mod tests {
     }
 
     fn signed(now: OffsetDateTime, body: &[u8]) -> Vec<(String, String)> {
-        let mut headers = vec![
-            ("host".to_string(), "127.0.0.1:7070".to_string()),
-            ("x-amz-target".to_string(), "AWSLicenseManager.ListLicenses".to_string()),
+        let base = [
+            ("host", "127.0.0.1:7070"),
+            ("x-amz-target", "AWSLicenseManager.ListLicenses"),
         ];
         let hash = sha256_hex(body);
         let req = RequestParts {
             method: "POST",
             path: "/",
             query: "",
-            headers: &headers,
+            headers: &base,
             payload_hash: &hash,
         };
         let extra = sign(&req, "AKIATEST", SECRET, "eu-west-1", now);
+        let mut headers: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         headers.extend(extra);
         headers
+    }
+
+    fn borrowed(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
     }
 
     #[test]
     fn signed_requests_verify_and_tampering_does_not() {
         let now = OffsetDateTime::now_utc();
-        let headers = signed(now, b"{}");
+        let owned = signed(now, b"{}");
+        let headers = borrowed(&owned);
         let (auth, date) = check_request(&headers, now).unwrap();
         assert_eq!(auth.scope.region, "eu-west-1");
         let hash = sha256_hex(b"{}");
@@ -433,13 +547,36 @@ mod tests {
     #[test]
     fn skew_and_missing_parts_are_named() {
         let now = OffsetDateTime::now_utc();
-        let headers = signed(now - Duration::minutes(16), b"{}");
-        assert!(matches!(check_request(&headers, now), Err(AuthError::Invalid(m)) if m.contains("expired")));
+        let owned = signed(now - Duration::minutes(16), b"{}");
+        assert!(matches!(check_request(&borrowed(&owned), now), Err(AuthError::Invalid(m)) if m.contains("expired")));
         assert!(matches!(check_request(&[], now), Err(AuthError::Missing(_))));
-        let bad = vec![(
-            "authorization".to_string(),
-            "AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/license-manager/aws4_request".to_string(),
+        let bad = [(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AK/20260101/us-east-1/license-manager/aws4_request",
         )];
         assert!(matches!(check_request(&bad, now), Err(AuthError::Incomplete(m)) if m.contains("Signature")));
+    }
+
+    #[test]
+    fn a_signer_reuses_its_key_and_matches_sign() {
+        let now = OffsetDateTime::now_utc();
+        let base = [("host", "h:1"), ("x-amz-target", "AWSLicenseManager.ListLicenses")];
+        let hash = sha256_hex(b"{}");
+        let req = RequestParts {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &base,
+            payload_hash: &hash,
+        };
+        let mut signer = Signer::new("AKIATEST", SECRET, "us-east-1");
+        let one = signer.sign(&req, now);
+        let two = signer.sign(&req, now);
+        assert_eq!(one, two);
+        let plain = sign(&req, "AKIATEST", SECRET, "us-east-1", now);
+        assert_eq!(
+            plain,
+            vec![("x-amz-date".to_string(), one.0), ("authorization".to_string(), one.1)]
+        );
     }
 }
