@@ -34,6 +34,12 @@ pub enum TokenError {
 pub struct IssuerKey {
     kid: String,
     signing: SigningKey,
+    /// The same key in aws-lc, which signs in about half the time of the
+    /// portable implementation (hand-written field arithmetic); Ed25519 is
+    /// deterministic, so both give the same bytes.
+    fast: aws_lc_rs::signature::Ed25519KeyPair,
+    /// The compact JWS header, base64url, the same for every token of this key.
+    header_b64: String,
 }
 
 impl std::fmt::Debug for IssuerKey {
@@ -55,7 +61,20 @@ impl IssuerKey {
     fn from_signing(account_id: &str, signing: SigningKey) -> Result<Self, TokenError> {
         let digest = Sha256::digest(signing.verifying_key().as_bytes());
         let kid = format!("{account_id}-{}", hex::encode(&digest[..8]));
-        Ok(Self { kid, signing })
+        let fast = aws_lc_rs::signature::Ed25519KeyPair::from_seed_and_public_key(
+            signing.as_bytes(),
+            signing.verifying_key().as_bytes(),
+        )
+        .map_err(|e| TokenError::BadKey(e.to_string()))?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        let header = serde_json::to_vec(&header).map_err(|e| TokenError::BadKey(e.to_string()))?;
+        Ok(Self {
+            header_b64: URL_SAFE_NO_PAD.encode(header),
+            kid,
+            signing,
+            fast,
+        })
     }
 
     /// Reads a key stored as PKCS#8 DER.
@@ -97,17 +116,14 @@ impl IssuerKey {
     /// pair from its DER (a scalar multiplication) on every call, doubling the
     /// cost of a checkout's signature.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
-        use ed25519_dalek::Signer;
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        let header = serde_json::to_vec(&header).map_err(|e| TokenError::Signing(e.to_string()))?;
         let claims = serde_json::to_vec(claims).map_err(|e| TokenError::Signing(e.to_string()))?;
-        let mut jws = URL_SAFE_NO_PAD.encode(header);
+        let mut jws = String::with_capacity(self.header_b64.len() + claims.len() * 4 / 3 + 92);
+        jws.push_str(&self.header_b64);
         jws.push('.');
         URL_SAFE_NO_PAD.encode_string(claims, &mut jws);
-        let signature = self.signing.sign(jws.as_bytes());
+        let signature = self.fast.sign(jws.as_bytes());
         jws.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut jws);
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut jws);
         Ok(jws)
     }
 
@@ -122,8 +138,9 @@ impl IssuerKey {
 
     /// Signs raw bytes (for documents that are not JWTs, such as product keys).
     pub fn sign_bytes(&self, msg: &[u8]) -> [u8; 64] {
-        use ed25519_dalek::Signer;
-        self.signing.sign(msg).to_bytes()
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.fast.sign(msg).as_ref());
+        out
     }
 }
 
@@ -303,6 +320,15 @@ mod tests {
         };
         let got = verify(&t1, &jwks, 1_700_000_000).unwrap();
         assert_eq!(got["licenseArn"], "arn");
+    }
+
+    #[test]
+    fn raw_signatures_are_ed25519_dalek_s() {
+        use ed25519_dalek::Signer;
+        let key = IssuerKey::generate("123456789012");
+        for msg in [&b""[..], b"product key", &[7u8; 1000]] {
+            assert_eq!(key.sign_bytes(msg), key.signing.sign(msg).to_bytes());
+        }
     }
 
     #[test]
