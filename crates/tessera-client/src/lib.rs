@@ -1,6 +1,8 @@
 //! A SigV4-signing client for the License Manager JSON API, used by the CLI,
 //! the benchmark and the integration tests.
 
+pub mod wire;
+
 use serde_json::Value;
 use tessera_sigv4::{sha256_hex, sign, RequestParts};
 use time::OffsetDateTime;
@@ -14,6 +16,10 @@ pub enum ClientError {
     Transport(#[from] reqwest::Error),
     #[error("the server's answer is not JSON: {0}")]
     Decode(String),
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server's answer is not valid HTTP/1.1: {0}")]
+    Protocol(String),
 }
 
 impl ClientError {
@@ -22,6 +28,22 @@ impl ClientError {
         match self {
             Self::Api { kind, .. } => Some(kind),
             _ => None,
+        }
+    }
+
+    /// The AWS error of a non-2xx answer: its `__type` (without a namespace) and `Message`.
+    pub fn from_answer(status: u16, body: &[u8]) -> Self {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        Self::Api {
+            kind: v["__type"]
+                .as_str()
+                .unwrap_or("Unknown")
+                .rsplit('#')
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+            message: v["Message"].as_str().or(v["message"].as_str()).unwrap_or("").to_owned(),
+            status,
         }
     }
 }
@@ -81,10 +103,10 @@ impl Client {
     }
 
     async fn send(&self, target: String, payload: String) -> Result<Value, ClientError> {
-        let headers = vec![
-            ("content-type".to_string(), "application/x-amz-json-1.1".to_string()),
-            ("host".to_string(), self.host.clone()),
-            ("x-amz-target".to_string(), target),
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("host", self.host.as_str()),
+            ("x-amz-target", target.as_str()),
         ];
         let hash = sha256_hex(payload.as_bytes());
         let req = RequestParts {
@@ -102,10 +124,13 @@ impl Client {
             OffsetDateTime::now_utc(),
         );
         let mut rb = self.http.post(format!("{}/", self.endpoint)).body(payload);
-        for (k, v) in headers.iter().chain(auth.iter()) {
+        for (k, v) in headers {
             if k != "host" {
-                rb = rb.header(k.as_str(), v.as_str());
+                rb = rb.header(k, v);
             }
+        }
+        for (k, v) in &auth {
+            rb = rb.header(k.as_str(), v.as_str());
         }
         let resp = rb.send().await?;
         let status = resp.status().as_u16();
@@ -116,17 +141,7 @@ impl Client {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))?
         };
         if status >= 300 {
-            return Err(ClientError::Api {
-                kind: v["__type"]
-                    .as_str()
-                    .unwrap_or("Unknown")
-                    .rsplit('#')
-                    .next()
-                    .unwrap_or("")
-                    .to_owned(),
-                message: v["Message"].as_str().or(v["message"].as_str()).unwrap_or("").to_owned(),
-                status,
-            });
+            return Err(ClientError::from_answer(status, &bytes));
         }
         Ok(v)
     }

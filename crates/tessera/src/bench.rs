@@ -19,7 +19,7 @@ use comfy_table::Table;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use tessera_client::{Client, Credentials};
+use tessera_client::{wire, Client, ClientError, Credentials};
 use tessera_store::baseline::RawCounter;
 use tessera_store::PgStore;
 use time::OffsetDateTime;
@@ -229,20 +229,25 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
             &format!("{} raw baseline", sc.name),
             progress,
             &[],
-            move |c, n| {
+            vec![(); args.clients],
+            move |(), c, n| {
                 let (counter, in_flight, arns) = (c2.clone(), f2.clone(), arns.clone());
                 async move {
                     let arn = &arns[pick(c, n, arns.len())];
-                    if !counter.take(arn, ENTITLEMENT).await.map_err(|e| e.to_string())? {
-                        return Ok(false);
+                    let outcome = async {
+                        if !counter.take(arn, ENTITLEMENT).await.map_err(|e| e.to_string())? {
+                            return Ok(false);
+                        }
+                        in_flight.granted();
+                        in_flight.returning();
+                        match counter.give(arn, ENTITLEMENT).await {
+                            Ok(true) => Ok(true),
+                            Ok(false) => Err("nothing to give back".to_owned()),
+                            Err(e) => Err(e.to_string()),
+                        }
                     }
-                    in_flight.granted();
-                    in_flight.returning();
-                    match counter.give(arn, ENTITLEMENT).await {
-                        Ok(true) => Ok(true),
-                        Ok(false) => Err("nothing to give back".to_owned()),
-                        Err(e) => Err(e.to_string()),
-                    }
+                    .await;
+                    ((), outcome)
                 }
             },
         )
@@ -257,7 +262,11 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
     for (sc, (base, base_max)) in scenarios.iter().zip(baselines) {
         let skus = Arc::new(sc.skus.clone());
         let in_flight = Arc::new(InFlight::default());
-        let (clients, f2, fp) = (customers.clone(), in_flight.clone(), fingerprint.clone());
+        let (f2, fp) = (in_flight.clone(), fingerprint.clone());
+        // Each client has its own keep-alive connection to its replica.
+        let connections = (0..args.clients)
+            .map(|c| wire::Connection::new(&servers[c % servers.len()].endpoint, &customer_creds))
+            .collect::<Result<Vec<_>, _>>()?;
         let http = measure(
             args.clients,
             args.replicas,
@@ -265,31 +274,13 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
             &format!("{} over HTTP", sc.name),
             progress,
             &pids,
-            move |c, n| {
-                let (clients, in_flight, skus, fp) = (clients.clone(), f2.clone(), skus.clone(), fp.clone());
+            connections,
+            move |mut conn, c, n| {
+                let (in_flight, skus, fp) = (f2.clone(), skus.clone(), fp.clone());
                 async move {
-                    let client = &clients[c % clients.len()];
                     let sku = &skus[pick(c, n, skus.len())];
-                    let body = json!({
-                        "ProductSKU": sku, "CheckoutType": "PROVISIONAL", "KeyFingerprint": fp,
-                        "Entitlements": [{"Name": ENTITLEMENT, "Value": "1", "Unit": "Count"}],
-                        "ClientToken": uuid::Uuid::new_v4().to_string(),
-                    });
-                    let token = match client.call("CheckoutLicense", &body).await {
-                        Ok(v) => match v["LicenseConsumptionToken"].as_str() {
-                            Some(t) => t.to_owned(),
-                            None => return Err("CheckoutLicense answered without a token".to_owned()),
-                        },
-                        Err(e) if e.kind() == Some("NoEntitlementsAllowedException") => return Ok(false),
-                        Err(e) => return Err(e.to_string()),
-                    };
-                    in_flight.granted();
-                    in_flight.returning();
-                    client
-                        .call("CheckInLicense", &json!({"LicenseConsumptionToken": token}))
-                        .await
-                        .map(|_| true)
-                        .map_err(|e| e.to_string())
+                    let outcome = checkout_and_check_in(&mut conn, sku, &fp, &in_flight).await;
+                    (conn, outcome)
                 }
             },
         )
@@ -344,6 +335,53 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
         "backend": backend,
         "scenarios": results,
     }))
+}
+
+#[derive(serde::Deserialize)]
+struct CheckoutAnswer {
+    #[serde(rename = "LicenseConsumptionToken")]
+    token: Option<String>,
+}
+
+/// One loop over HTTP: a signed CheckoutLicense and, if granted, a CheckInLicense.
+async fn checkout_and_check_in(
+    conn: &mut wire::Connection,
+    sku: &str,
+    fingerprint: &str,
+    in_flight: &InFlight,
+) -> Result<bool, String> {
+    let body = json!({
+        "ProductSKU": sku, "CheckoutType": "PROVISIONAL", "KeyFingerprint": fingerprint,
+        "Entitlements": [{"Name": ENTITLEMENT, "Value": "1", "Unit": "Count"}],
+        "ClientToken": uuid::Uuid::new_v4().to_string(),
+    })
+    .to_string();
+    let answer = conn
+        .call("AWSLicenseManager.CheckoutLicense", body.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    if answer.status >= 300 {
+        let e = ClientError::from_answer(answer.status, answer.body);
+        return match e.kind() {
+            Some("NoEntitlementsAllowedException") => Ok(false),
+            _ => Err(e.to_string()),
+        };
+    }
+    let token = serde_json::from_slice::<CheckoutAnswer>(answer.body)
+        .ok()
+        .and_then(|a| a.token)
+        .ok_or_else(|| "CheckoutLicense answered without a LicenseConsumptionToken".to_owned())?;
+    in_flight.granted();
+    in_flight.returning();
+    let body = json!({"LicenseConsumptionToken": token}).to_string();
+    let answer = conn
+        .call("AWSLicenseManager.CheckInLicense", body.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    if answer.status >= 300 {
+        return Err(ClientError::from_answer(answer.status, answer.body).to_string());
+    }
+    Ok(true)
 }
 
 /// Which license client `c` uses on its `n`th loop.
@@ -536,36 +574,44 @@ struct Measured {
 }
 
 /// Runs `clients` loops of `op` for `seconds`, sampling the resident memory of
-/// `pids` meanwhile. `op(client, n)` does one loop: Ok(true) granted, Ok(false)
-/// refused. A loop under way when time is up runs to its end and counts.
-async fn measure<F, Fut>(
+/// `pids` meanwhile. `op(state, client, n)` does one loop with the client's own
+/// state (`states[client]`, such as its connection) and hands the state back
+/// with Ok(true) granted, Ok(false) refused. A loop under way when time is up
+/// runs to its end and counts.
+#[allow(clippy::too_many_arguments)]
+async fn measure<S, F, Fut>(
     clients: usize,
     groups: usize,
     seconds: u64,
     label: &str,
     progress: &ProgressBar,
     pids: &[u32],
+    states: Vec<S>,
     op: F,
 ) -> Measured
 where
-    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<bool, String>> + Send,
+    S: Send + 'static,
+    F: Fn(S, usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (S, Result<bool, String>)> + Send,
 {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut peak_rss: Vec<Option<u64>> = pids.iter().map(|p| rss_bytes(*p)).collect();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
-    for c in 0..clients {
+    for (c, state) in states.into_iter().enumerate().take(clients) {
         let (stop, done, op) = (stop.clone(), done.clone(), op.clone());
         tasks.push((
             c % groups,
             tokio::spawn(async move {
                 let mut t = Tally::new();
                 let mut n = 0u64;
+                let mut state = state;
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
-                    match op(c, n).await {
+                    let (back, outcome) = op(state, c, n).await;
+                    state = back;
+                    match outcome {
                         Ok(true) => t.ok += 1,
                         Ok(false) => t.refused += 1,
                         Err(e) => {
