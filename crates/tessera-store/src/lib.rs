@@ -38,6 +38,9 @@ pub enum StoreError {
     EntitlementNotAllowed(String),
     #[error("{0}")]
     LimitExceeded(String),
+    /// The access key that signed the request is unknown or revoked.
+    #[error("{0}")]
+    UnknownKey(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database error: {0}")]
@@ -146,6 +149,9 @@ pub struct CheckoutCommand {
     pub token: String,
     /// Set when the caller holds an access token: only this license may be used.
     pub only_license: Option<String>,
+    /// An access key to confirm as active in the write's own transaction (see
+    /// [`Store::confirms_keys`]); `None` when the caller was authenticated otherwise.
+    pub key: Option<String>,
 }
 
 /// A validated CheckoutBorrowLicense request.
@@ -158,6 +164,8 @@ pub struct BorrowCommand {
     pub client_token: String,
     pub request_hash: String,
     pub token: String,
+    /// An access key to confirm as active, as in [`CheckoutCommand::key`].
+    pub key: Option<String>,
 }
 
 /// What CreateGrant, AcceptGrant, ... answered.
@@ -230,6 +238,14 @@ pub trait Store: Send + Sync + 'static {
     async fn create_access_key(&self, account: &AccountId, now: OffsetDateTime) -> Result<AccessKey>;
     async fn revoke_access_key(&self, access_key_id: &str, now: OffsetDateTime) -> Result<()>;
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>>;
+    /// Whether checkout, borrow, check-in and extension confirm the access key
+    /// they are given (`key`) inside their own transaction, refusing it with
+    /// [`StoreError::UnknownKey`] if it is unknown or revoked by then. A caller
+    /// may then skip reading the key's status before those writes: the write
+    /// itself is ordered after any revocation that committed before it.
+    fn confirms_keys(&self) -> bool {
+        false
+    }
 
     // Issuer signing keys.
     async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>>;
@@ -248,19 +264,23 @@ pub trait Store: Send + Sync + 'static {
     // Consumption.
     async fn checkout(&self, cmd: CheckoutCommand, now: OffsetDateTime) -> Result<Consumption>;
     async fn checkout_borrow(&self, cmd: BorrowCommand, now: OffsetDateTime) -> Result<Consumption>;
-    /// `only_license` restricts a caller holding an access token to its one license.
+    /// `only_license` restricts a caller holding an access token to its one
+    /// license; `key` is an access key to confirm, as in [`CheckoutCommand::key`].
     async fn check_in(
         &self,
         caller: &AccountId,
         token: &str,
         only_license: Option<&str>,
+        key: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<()>;
+    #[allow(clippy::too_many_arguments)]
     async fn extend(
         &self,
         caller: &AccountId,
         token: &str,
         only_license: Option<&str>,
+        key: Option<&str>,
         dry_run: bool,
         now: OffsetDateTime,
     ) -> Result<Consumption>;

@@ -118,8 +118,8 @@ async fn hot_license_on_two_servers_never_overshoots_and_ends_consistent() {
                 }
                 // Check in, twice at once on both servers: exactly one succeeds.
                 let (a, b) = tokio::join!(
-                    first.check_in(&f.customer, &c.token, None, t),
-                    other.check_in(&f.customer, &c.token, None, t),
+                    first.check_in(&f.customer, &c.token, None, None, t),
+                    other.check_in(&f.customer, &c.token, None, None, t),
                 );
                 match (&a, &b) {
                     (Ok(()), Err(StoreError::Conflict(m))) | (Err(StoreError::Conflict(m)), Ok(())) => {
@@ -222,7 +222,10 @@ async fn a_write_that_fails_in_the_database_fails_alone() {
                         None
                     }
                     (_, Some(token)) => {
-                        store.check_in(&f.customer, &token, None, t).await.expect("check in");
+                        store
+                            .check_in(&f.customer, &token, None, None, t)
+                            .await
+                            .expect("check in");
                         None
                     }
                     _ => {
@@ -298,7 +301,10 @@ async fn throughput() {
                         .checkout(checkout_cmd(&f.customer, &f.sku, &f.vendor, 1, &token()), t)
                         .await
                     {
-                        Ok(c) if give_back => store.check_in(&f.customer, &c.token, None, t).await.expect("check in"),
+                        Ok(c) if give_back => store
+                            .check_in(&f.customer, &c.token, None, None, t)
+                            .await
+                            .expect("check in"),
                         Ok(_) | Err(StoreError::NoEntitlements(_)) => {}
                         Err(e) => panic!("{e:?}"),
                     }

@@ -67,7 +67,7 @@ use super::{consumption_of, granted, retryable, ATTEMPTS, CONSUMPTION_COLUMNS};
 use crate::codec::{corrupt, license_of};
 use crate::rules::{
     borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
-    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
+    exhausted, issuer_without_beneficiary, key_refused, may_not_borrow, no_grant, nothing_available, refuse_check_in,
     refuse_extension, token_reused, Reach,
 };
 use crate::{BorrowCommand, CheckoutCommand, Result, StoreError};
@@ -96,13 +96,26 @@ pub(super) enum Op {
         caller: AccountId,
         token: String,
         only_license: Option<String>,
+        key: Option<String>,
     },
     Extend {
         caller: AccountId,
         token: String,
         only_license: Option<String>,
+        key: Option<String>,
         dry_run: bool,
     },
+}
+
+impl Op {
+    /// The access key the write is to confirm, if any.
+    fn key(&self) -> Option<&str> {
+        match self {
+            Op::Checkout(cmd) => cmd.key.as_deref(),
+            Op::Borrow(cmd) => cmd.key.as_deref(),
+            Op::CheckIn { key, .. } | Op::Extend { key, .. } => key.as_deref(),
+        }
+    }
 }
 
 /// What a write of the hot path answers.
@@ -341,16 +354,22 @@ fn is_answer(e: &StoreError) -> bool {
             | StoreError::NoEntitlements(_)
             | StoreError::EntitlementNotAllowed(_)
             | StoreError::LimitExceeded(_)
+            | StoreError::UnknownKey(_)
     )
 }
 
 /// Runs every job against the batch's locked state and writes the outcome;
 /// the caller commits. An `Err` fails the whole batch.
 async fn apply(tx: &mut Transaction<'_, Postgres>, jobs: &[Job]) -> Result<Vec<Result<Done>>> {
+    let active = active_keys(tx, jobs).await?;
     let mut s = State::load(tx, jobs).await?;
     let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
         let now = job.now;
+        if let Some(key) = job.op.key().filter(|k| !active.contains(*k)) {
+            answers.push(Err(key_refused(key)));
+            continue;
+        }
         let answer = match &job.op {
             Op::Checkout(cmd) => s.checkout(tx, cmd, now).await.map(|c| Done::Consumption(Box::new(c))),
             Op::Borrow(cmd) => s.borrow(tx, cmd, now).await.map(|c| Done::Consumption(Box::new(c))),
@@ -358,6 +377,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, jobs: &[Job]) -> Result<Vec<R
                 caller,
                 token,
                 only_license,
+                ..
             } => s
                 .check_in(tx, caller, token, only_license.as_deref(), now)
                 .await
@@ -367,6 +387,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, jobs: &[Job]) -> Result<Vec<R
                 token,
                 only_license,
                 dry_run,
+                ..
             } => s
                 .extend(tx, caller, token, only_license.as_deref(), *dry_run, now)
                 .await
@@ -379,6 +400,23 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, jobs: &[Job]) -> Result<Vec<R
     }
     s.write(tx).await?;
     Ok(answers)
+}
+
+/// Which of the access keys the batch's writes name are active, read in the
+/// batch's transaction (one statement, and none when no write names a key).
+async fn active_keys(tx: &mut Transaction<'_, Postgres>, jobs: &[Job]) -> Result<HashSet<String>> {
+    let mut keys: Vec<&str> = jobs.iter().filter_map(|j| j.op.key()).collect();
+    if keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    let rows: Vec<String> =
+        sqlx::query_scalar("SELECT access_key_id FROM access_keys WHERE access_key_id = ANY($1) AND active")
+            .bind(&keys)
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(rows.into_iter().collect())
 }
 
 struct Lic {

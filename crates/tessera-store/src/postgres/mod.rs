@@ -78,7 +78,7 @@
 use crate::codec::{account_of, corrupt, license_of, new_access_key, random_account_id, version_json, version_outcome};
 use crate::rules::{
     borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
-    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
+    exhausted, issuer_without_beneficiary, key_refused, may_not_borrow, no_grant, nothing_available, refuse_check_in,
     refuse_extension, token_reused, Reach,
 };
 use std::future::Future;
@@ -772,6 +772,20 @@ async fn insert_consumption(
     Ok(())
 }
 
+/// Refuses the write if `key` is given and is not an active access key now.
+async fn confirm_key(tx: &mut Transaction<'_, Postgres>, key: Option<&str>) -> Result<()> {
+    let Some(key) = key else { return Ok(()) };
+    let active: Option<bool> = sqlx::query_scalar("SELECT active FROM access_keys WHERE access_key_id = $1")
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if active == Some(true) {
+        Ok(())
+    } else {
+        Err(key_refused(key))
+    }
+}
+
 /// Whether `caller` holds an ACTIVE grant chain on the license that allows `op`.
 async fn granted(
     tx: &mut Transaction<'_, Postgres>,
@@ -1012,6 +1026,7 @@ impl PgStore {
     async fn checkout_once(&self, cmd: &CheckoutCommand, now: OffsetDateTime) -> Result<Consumption> {
         let now_ms = to_millis(now);
         let mut tx = self.begin().await?;
+        confirm_key(&mut tx, cmd.key.as_deref()).await?;
         if let Some(c) = replay_checkout(
             &mut tx,
             &cmd.caller,
@@ -1088,6 +1103,7 @@ impl PgStore {
     async fn checkout_borrow_once(&self, cmd: &BorrowCommand, now: OffsetDateTime) -> Result<Consumption> {
         let now_ms = to_millis(now);
         let mut tx = self.begin().await?;
+        confirm_key(&mut tx, cmd.key.as_deref()).await?;
         if let Some(c) = replay_checkout(
             &mut tx,
             &cmd.caller,
@@ -1127,9 +1143,11 @@ impl PgStore {
         caller: &AccountId,
         token: &str,
         only_license: Option<&str>,
+        key: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
+        confirm_key(&mut tx, key).await?;
         let (c, epoch) = load_consumption(&mut tx, token).await?;
         let license = usable_consumption(&mut tx, caller, &c, only_license, AllowedOperation::CheckInLicense).await?;
         refuse_check_in(&c, &license, now)?;
@@ -1143,15 +1161,18 @@ impl PgStore {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn extend_once(
         &self,
         caller: &AccountId,
         token: &str,
         only_license: Option<&str>,
+        key: Option<&str>,
         dry_run: bool,
         now: OffsetDateTime,
     ) -> Result<Consumption> {
         let mut tx = self.begin().await?;
+        confirm_key(&mut tx, key).await?;
         let (mut c, _) = load_consumption(&mut tx, token).await?;
         let license = usable_consumption(
             &mut tx,
@@ -1272,6 +1293,10 @@ impl Store for PgStore {
     #[tracing::instrument(skip(self))]
     async fn revoke_access_key(&self, access_key_id: &str, now: OffsetDateTime) -> Result<()> {
         retry("revoke_access_key", || self.revoke_access_key_once(access_key_id, now)).await
+    }
+
+    fn confirms_keys(&self) -> bool {
+        true
     }
 
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>> {
@@ -1427,36 +1452,39 @@ impl Store for PgStore {
         }
     }
 
-    #[tracing::instrument(skip(self, token))]
+    #[tracing::instrument(skip(self, token, key))]
     async fn check_in(
         &self,
         caller: &AccountId,
         token: &str,
         only_license: Option<&str>,
+        key: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<()> {
         let op = batch::Op::CheckIn {
             caller: caller.clone(),
             token: token.to_owned(),
             only_license: only_license.map(str::to_owned),
+            key: key.map(str::to_owned),
         };
         match self.writer.submit(op, now).await {
             Some(done) => done.map(|_| ()),
             None => {
                 Box::pin(retry("check_in", || {
-                    self.check_in_once(caller, token, only_license, now)
+                    self.check_in_once(caller, token, only_license, key, now)
                 }))
                 .await
             }
         }
     }
 
-    #[tracing::instrument(skip(self, token))]
+    #[tracing::instrument(skip(self, token, key))]
     async fn extend(
         &self,
         caller: &AccountId,
         token: &str,
         only_license: Option<&str>,
+        key: Option<&str>,
         dry_run: bool,
         now: OffsetDateTime,
     ) -> Result<Consumption> {
@@ -1464,13 +1492,14 @@ impl Store for PgStore {
             caller: caller.clone(),
             token: token.to_owned(),
             only_license: only_license.map(str::to_owned),
+            key: key.map(str::to_owned),
             dry_run,
         };
         match self.writer.submit(op, now).await {
             Some(done) => done?.consumption(),
             None => {
                 Box::pin(retry("extend", || {
-                    self.extend_once(caller, token, only_license, dry_run, now)
+                    self.extend_once(caller, token, only_license, key, dry_run, now)
                 }))
                 .await
             }

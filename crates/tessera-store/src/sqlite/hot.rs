@@ -3,12 +3,29 @@
 //! the small per-request reads (access keys, grant chains) done in place.
 //!
 //! Each statement here is a plain function call on the thread that owns the
-//! connection, so a checkout costs microseconds of SQLite work instead of a
-//! cross-thread hand-off per statement. Every write waiting when a batch starts
-//! runs in its own savepoint of one transaction; the batch commits once (one
-//! WAL fsync) and only then is each write answered.
+//! connection. Every write waiting when a batch starts runs in one
+//! transaction; the batch commits once (one WAL fsync) and only then is each
+//! write answered.
+//!
+//! The thread keeps what the hot path decides from in memory: licenses by
+//! product and fingerprint, their versions and usage epochs, counters, the
+//! earliest expiry due, and recently made consumptions. That memory is the
+//! database's state as this connection last left it, and SQLite says when it
+//! stopped being so: `PRAGMA data_version` changes when any other connection
+//! (the server's other writer, the CLI, another process) commits. The thread
+//! checks it at the start of every batch, under the write lock, and forgets
+//! everything when it moved. Counters are written once per batch, their final
+//! values, before the COMMIT.
+//!
+//! The COMMIT itself only appends the batch to the write-ahead log (this
+//! connection runs with `synchronous=NORMAL`); a second thread then flushes
+//! the log to disk with `fdatasync` and only after that answers the batch's
+//! writes. While it waits on the disk, the writer already runs the next batch,
+//! and one flush answers every batch committed before it. An answer is still
+//! never given before what it reports is on disk. (Checkpoints, which copy the
+//! log into the database file, are synced by SQLite itself in this mode.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex as StdMutex};
@@ -27,7 +44,7 @@ use tessera_core::AccountId;
 use crate::codec::{account_of, corrupt, grant_of, license_of};
 use crate::rules::{
     borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
-    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
+    exhausted, issuer_without_beneficiary, key_refused, may_not_borrow, no_grant, nothing_available, refuse_check_in,
     refuse_extension, token_reused, Reach,
 };
 use crate::{AccessKey, BorrowCommand, CheckoutCommand, EntitlementUsage, Result, StoreError};
@@ -41,27 +58,115 @@ const WAL_PAGES: i64 = 8_000;
 /// Re-grants deeper than this are refused when followed (a cycle cannot form, but be safe).
 const MAX_CHAIN: usize = 16;
 
-/// Parsed license documents by ARN, valid while the stored version is the same.
-const LICENSE_CACHE: usize = 10_000;
+/// Parsed license documents kept; versions are immutable, so these outlive the other caches.
+const LICENSE_DOCS: usize = 10_000;
+
+/// Licenses (and their counters) whose state is kept between batches.
+const LICENSE_STATES: usize = 10_000;
+
+/// Active consumptions kept for the check-in or extension that usually follows soon.
+const RECENT_CONSUMPTIONS: usize = 8_192;
+
+/// Due consumptions expired per statement round.
+const EXPIRY_CHUNK: i64 = 1_000;
+
+/// A license's current version and usage epoch.
+#[derive(Clone, Copy)]
+struct LicenseState {
+    version: i64,
+    epoch: i64,
+}
+
+/// A counted entitlement's counter as the transaction currently has it.
+#[derive(Clone, Copy)]
+struct Counter {
+    /// The counter's row, to write it back without a lookup by name.
+    rowid: i64,
+    consumed: i64,
+    max_count: Option<i64>,
+    overage: bool,
+}
+
+impl Counter {
+    fn fits(&self, amount: i64) -> bool {
+        match self.max_count {
+            _ if self.overage => true,
+            None => true,
+            Some(m) => self.consumed + amount <= m,
+        }
+    }
+}
+
+/// The database as this connection left it; emptied when another connection commits.
+#[derive(Default)]
+struct Memory {
+    /// (ProductSKU, KeyFingerprint) -> license ARNs, oldest first.
+    by_product: HashMap<(String, String), Vec<String>>,
+    licenses: HashMap<String, LicenseState>,
+    /// (license ARN, entitlement name) -> counter.
+    counters: HashMap<(String, String), Counter>,
+    /// Counters changed in this batch, written before its COMMIT.
+    dirty: HashSet<(String, String)>,
+    /// No ACTIVE PROVISIONAL consumption expires before this (milliseconds); None: not known.
+    next_due: Option<i64>,
+    /// Access keys confirmed in this state: whether each is active.
+    keys: HashMap<String, bool>,
+    /// Recently made consumptions that are still ACTIVE, with their usage epochs.
+    recent: HashMap<String, (Consumption, i64)>,
+    recent_order: VecDeque<String>,
+}
+
+impl Memory {
+    fn remember(&mut self, c: Consumption, epoch: i64) {
+        while self.recent.len() >= RECENT_CONSUMPTIONS {
+            match self.recent_order.pop_front() {
+                Some(old) => {
+                    self.recent.remove(&old);
+                }
+                None => break,
+            }
+        }
+        self.recent_order.push_back(c.token.clone());
+        self.recent.insert(c.token.clone(), (c, epoch));
+    }
+
+    fn forget(&mut self, token: &str) {
+        // Its place in `recent_order` is skipped when it comes up.
+        self.recent.remove(token);
+    }
+}
 
 /// What a job may use: the connection and what the thread keeps between jobs.
 pub(super) struct Ctx {
     conn: Connection,
-    licenses: HashMap<String, (i64, Arc<License>)>,
+    /// Parsed license documents by ARN, with their version.
+    docs: HashMap<String, (i64, Arc<License>)>,
+    mem: Memory,
+    /// `PRAGMA data_version` when `mem` was last known to match the database.
+    data_version: i64,
 }
 
 /// Runs after the batch's COMMIT: `None` if it succeeded, else why not.
 type Completion = Box<dyn FnOnce(Option<String>) + Send>;
 
-/// Runs in a savepoint of the batch's transaction; says whether to keep its changes.
-type Job = Box<dyn FnOnce(&mut Ctx) -> (bool, Completion) + Send>;
+/// Runs in the batch's transaction and returns what to do after the COMMIT.
+/// A job makes each change in the database first and then in memory, one
+/// statement per change, so that a failed statement leaves both as they were.
+type Job = Box<dyn FnOnce(&mut Ctx) -> Completion + Send>;
 
 /// Read connections kept for reuse; more are opened when all are in use.
 const IDLE_READERS: usize = 8;
 
+/// A committed batch's answers, given once the log is on disk.
+type Committed = Vec<Completion>;
+
 /// The handle the async store holds; the writer thread stops when it is dropped.
 pub(super) struct Hot {
     jobs: mpsc::Sender<Job>,
+    /// The writer thread, woken after each job sent (it may be waiting on a flush).
+    writer: std::thread::Thread,
+    /// Dropped with the store, which stops the checkpoint thread.
+    _checkpointing: mpsc::Sender<()>,
     path: PathBuf,
     readers: StdMutex<Vec<Connection>>,
 }
@@ -84,17 +189,41 @@ impl Hot {
         // pages (counters, index tails) are rewritten by nearly every batch, and a
         // longer interval copies each of them into the database file once, not many times.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_PAGES)?;
+        // The log is flushed by the syncer thread before any answer (see the module's notes).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let wal = wal_path(path);
+        let (synced, to_sync) = mpsc::channel::<Committed>();
+        let flushes = Arc::new(Flushes::default());
         let writer_ctx = Ctx {
             conn,
-            licenses: HashMap::new(),
+            docs: HashMap::new(),
+            mem: Memory::default(),
+            data_version: -1,
         };
         let (jobs, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("tessera-sqlite-writer".into())
-            .spawn(move || writer(writer_ctx, rx, gate))
+        let log = Log {
+            to_sync: synced,
+            flushes: flushes.clone(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("tessera-writer".into())
+            .spawn(move || writer(writer_ctx, rx, gate, log))
             .map_err(|e| StoreError::Config(format!("cannot start the database writer thread: {e}")))?;
+        let wake = writer.thread().clone();
+        let checkpoints = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let (checkpointing, stop_checkpoints) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("tessera-checkpoint".into())
+            .spawn(move || checkpointer(checkpoints, stop_checkpoints))
+            .map_err(|e| StoreError::Config(format!("cannot start the database checkpoint thread: {e}")))?;
+        std::thread::Builder::new()
+            .name("tessera-wal-sync".into())
+            .spawn(move || syncer(wal, to_sync, flushes, wake))
+            .map_err(|e| StoreError::Config(format!("cannot start the database sync thread: {e}")))?;
         Ok(Self {
             jobs,
+            _checkpointing: checkpointing,
+            writer: writer.thread().clone(),
             path: path.to_owned(),
             readers: StdMutex::new(Vec::new()),
         })
@@ -109,18 +238,17 @@ impl Hot {
         let (reply, answer) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |ctx| {
             let result = f(ctx);
-            let ok = result.is_ok();
-            let completion: Completion = Box::new(move |failed| {
+            Box::new(move |failed| {
                 let _ = reply.send(match failed {
                     None => result,
                     Some(e) => Err(StoreError::Unavailable(format!("the write was not committed: {e}"))),
                 });
-            });
-            (ok, completion)
+            })
         });
         self.jobs
             .send(job)
             .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
+        self.writer.unpark();
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the database writer dropped the request".into()))?
@@ -147,8 +275,7 @@ impl Hot {
     }
 }
 
-/// Runs a transaction-control statement from the statement cache: these run
-/// once or twice per write, and parsing them each time showed in profiles.
+/// Runs a transaction-control statement from the statement cache.
 fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
@@ -160,58 +287,245 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".into())
 }
 
-/// Group commit: takes every write that is waiting, runs each in a savepoint
-/// of one transaction and commits once. A write that
-/// fails (or panics) rolls back to its savepoint and leaves the others intact;
-/// if the commit fails, every write of the batch is answered with the failure.
-fn writer(mut ctx: Ctx, rx: mpsc::Receiver<Job>, gate: Arc<Mutex<()>>) {
-    while let Ok(first) = rx.recv() {
-        let mut writes = vec![first];
-        while writes.len() < MAX_BATCH {
+/// Starts a batch's transaction and makes sure memory matches the database.
+fn begin(ctx: &mut Ctx) -> rusqlite::Result<()> {
+    run(&ctx.conn, "BEGIN IMMEDIATE")?;
+    let version: i64 = ctx
+        .conn
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |r| r.get(0))?;
+    if version != ctx.data_version {
+        ctx.mem = Memory::default();
+        ctx.data_version = version;
+    }
+    Ok(())
+}
+
+/// Writes the counters the batch changed, then commits.
+fn commit(ctx: &mut Ctx) -> rusqlite::Result<()> {
+    {
+        // The batch's memory and connection hold the same state: the rows are still the ones read.
+        let mut update = ctx
+            .conn
+            .prepare_cached("UPDATE entitlement_usage SET consumed = ?1 WHERE rowid = ?2")?;
+        for key in ctx.mem.dirty.drain() {
+            if let Some(c) = ctx.mem.counters.get(&key) {
+                update.execute(params![c.consumed, c.rowid])?;
+            }
+        }
+    }
+    run(&ctx.conn, "COMMIT")
+}
+
+/// Ends a transaction that will not commit: rolls it back and forgets memory,
+/// which may hold its changes. Every write done in it is answered with `why`.
+fn abandon(ctx: &mut Ctx, done: &mut Vec<Completion>, why: &str) {
+    if !ctx.conn.is_autocommit() {
+        let _ = ctx.conn.execute_batch("ROLLBACK");
+    }
+    ctx.mem = Memory::default();
+    for c in done.drain(..) {
+        c(Some(why.to_owned()));
+    }
+}
+
+/// Commits handed to the sync thread, and how many of them it has flushed.
+#[derive(Default)]
+struct Flushes {
+    sent: std::sync::atomic::AtomicU64,
+    flushed: std::sync::atomic::AtomicU64,
+}
+
+impl Flushes {
+    fn pending(&self) -> bool {
+        use std::sync::atomic::Ordering::Acquire;
+        self.flushed.load(Acquire) < self.sent.load(Acquire)
+    }
+}
+
+/// The writer's side of the sync thread.
+struct Log {
+    to_sync: mpsc::Sender<Committed>,
+    flushes: Arc<Flushes>,
+}
+
+impl Log {
+    fn hand_over(&self, done: Committed) {
+        self.flushes.sent.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if let Err(mpsc::SendError(batch)) = self.to_sync.send(done) {
+            batch
+                .into_iter()
+                .for_each(|c| c(Some("the database sync thread has stopped".into())));
+        }
+    }
+}
+
+/// Runs `writes` in the open transaction (opening one if needed). A panic, or
+/// SQLite ending the transaction on its own (a full disk, an I/O error),
+/// abandons the transaction: the writes done in it are answered with the
+/// failure, and the rest run in a new one.
+fn run_jobs(ctx: &mut Ctx, writes: &mut VecDeque<Job>, done: &mut Vec<Completion>) {
+    while !writes.is_empty() {
+        if ctx.conn.is_autocommit() {
+            if let Err(e) = begin(ctx) {
+                // Dropping the jobs drops their reply channels: each caller gets an error.
+                tracing::error!(error = %e, "cannot begin a write transaction");
+                abandon(ctx, done, &e.to_string());
+                writes.clear();
+                return;
+            }
+        }
+        while let Some(job) = writes.pop_front() {
+            match catch_unwind(AssertUnwindSafe(|| job(ctx))) {
+                Ok(completion) => done.push(completion),
+                Err(p) => {
+                    // The job's reply channel was dropped in the unwind: its caller gets an error.
+                    // What it changed is unknown, so nothing of this transaction is kept.
+                    tracing::error!(panic = %panic_message(&*p), "a database write panicked");
+                    abandon(ctx, done, "another write of its batch failed");
+                    break;
+                }
+            }
+            if ctx.conn.is_autocommit() {
+                tracing::error!("SQLite rolled back a write transaction on its own");
+                abandon(ctx, done, "the database rolled the transaction back");
+                break;
+            }
+        }
+    }
+}
+
+/// Group commit: takes every write that is waiting and runs them in one
+/// transaction. While the sync thread is still flushing the previous commit,
+/// a commit now would wait for the next flush anyway, so the transaction stays
+/// open and takes the writes that arrive meanwhile; it commits when the flush
+/// is done, and the next flush covers all of it. A write refused by the rules
+/// changes nothing. If the commit fails, every write of the batch is answered
+/// with the failure.
+fn writer(mut ctx: Ctx, rx: mpsc::Receiver<Job>, gate: Arc<Mutex<()>>, log: Log) {
+    let take_waiting = |writes: &mut VecDeque<Job>, room: usize| {
+        while writes.len() < room {
             match rx.try_recv() {
-                Ok(job) => writes.push(job),
+                Ok(job) => writes.push_back(job),
                 Err(_) => break,
             }
         }
+    };
+    while let Ok(first) = rx.recv() {
+        let mut writes = VecDeque::with_capacity(64);
+        writes.push_back(first);
+        take_waiting(&mut writes, MAX_BATCH);
         let _turn = gate.blocking_lock();
-        if let Err(e) = run(&ctx.conn, "BEGIN IMMEDIATE") {
-            // Dropping the jobs drops their reply channels: each caller gets an error.
-            tracing::error!(error = %e, "cannot begin a write transaction");
+        let mut done: Vec<Completion> = Vec::with_capacity(64);
+        loop {
+            run_jobs(&mut ctx, &mut writes, &mut done);
+            if !log.flushes.pending() || done.len() >= MAX_BATCH {
+                break;
+            }
+            // Woken by the sync thread when its flush ends, or by a new write.
+            std::thread::park_timeout(Duration::from_millis(5));
+            take_waiting(&mut writes, MAX_BATCH - done.len());
+        }
+        if ctx.conn.is_autocommit() {
+            // Nothing left to commit (the last transaction was abandoned).
             continue;
         }
-        let mut done: Vec<Completion> = Vec::with_capacity(writes.len());
-        for f in writes {
-            if let Err(e) = run(&ctx.conn, "SAVEPOINT job") {
-                tracing::error!(error = %e, "cannot open a savepoint");
-                continue;
-            }
-            let (ok, completion) = match catch_unwind(AssertUnwindSafe(|| f(&mut ctx))) {
-                Ok(r) => r,
-                Err(p) => {
-                    // The job's reply channel was dropped in the unwind: its caller gets an error.
-                    tracing::error!(panic = %panic_message(&*p), "a database write panicked");
-                    (false, Box::new(|_| {}) as Completion)
-                }
-            };
-            let closed = if ok {
-                run(&ctx.conn, "RELEASE job")
-            } else {
-                run(&ctx.conn, "ROLLBACK TO job").and_then(|()| run(&ctx.conn, "RELEASE job"))
-            };
-            match closed {
-                Ok(()) => done.push(completion),
-                Err(e) => completion(Some(e.to_string())),
+        match commit(&mut ctx) {
+            Ok(()) => log.hand_over(std::mem::take(&mut done)),
+            Err(e) => {
+                tracing::error!(error = %e, "a write transaction did not commit");
+                abandon(&mut ctx, &mut done, &e.to_string());
             }
         }
-        match run(&ctx.conn, "COMMIT") {
-            Ok(()) => done.into_iter().for_each(|c| c(None)),
-            Err(e) => {
-                let _ = ctx.conn.execute_batch("ROLLBACK");
-                // Cached documents may come from the rolled-back writes' reads; start afresh.
-                ctx.licenses.clear();
-                let e = e.to_string();
-                done.into_iter().for_each(|c| c(Some(e.clone())));
+    }
+}
+
+/// How often the checkpoint thread copies the log into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Copies the log into the database file alongside the writer (a PASSIVE
+/// checkpoint waits for nobody and nobody waits for it), so that the pages are
+/// not copied on the writer's thread while answers wait. Under a steady stream
+/// of writes it never finishes the log, so the log never starts over from its
+/// beginning; the writer's own checkpoint (at WAL_PAGES) does that, and finds
+/// little left to copy. Stops when `stop`'s sender (held by [`Hot`]) is dropped.
+fn checkpointer(conn: Connection, stop: mpsc::Receiver<()>) {
+    loop {
+        match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "background checkpoint skipped");
+                }
             }
+            _ => return,
+        }
+    }
+}
+
+/// SQLite's write-ahead log of the database at `db`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-wal");
+    PathBuf::from(p)
+}
+
+/// The write-ahead log, opened for flushing. Linux flushes a file's data
+/// whichever descriptor wrote it, so a descriptor of our own does.
+struct WalFile {
+    path: PathBuf,
+    open: Option<(std::fs::File, u64)>,
+}
+
+impl WalFile {
+    fn sync(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let on_disk = match std::fs::metadata(&self.path) {
+            Ok(m) => m.ino(),
+            // No log: everything is in the database file, which checkpoints sync.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !matches!(&self.open, Some((_, ino)) if *ino == on_disk) {
+            // A new log file: flush its directory entry too, once.
+            let file = std::fs::File::open(&self.path)?;
+            let ino = file.metadata()?.ino();
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            self.open = Some((file, ino));
+        }
+        match &self.open {
+            Some((file, _)) => file.sync_data(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Flushes the log after each commit and then gives the answers of every
+/// batch committed before the flush began; then wakes the writer, which may
+/// be holding its next batch open until this flush ends.
+fn syncer(wal: PathBuf, rx: mpsc::Receiver<Committed>, flushes: Arc<Flushes>, writer: std::thread::Thread) {
+    let mut file = WalFile { path: wal, open: None };
+    let mut received = 0u64;
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batches.push(more);
+        }
+        received += batches.len() as u64;
+        let failed = match file.sync() {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "flushing the write-ahead log failed");
+                // After a failed flush the kernel's copy is not to be trusted: reopen next time.
+                file.open = None;
+                Some(format!("the write-ahead log could not be flushed to disk: {e}"))
+            }
+        };
+        flushes.flushed.store(received, std::sync::atomic::Ordering::Release);
+        writer.unpark();
+        for c in batches.into_iter().flatten() {
+            c(failed.clone());
         }
     }
 }
@@ -298,143 +612,284 @@ fn replay_checkout(
 }
 
 impl Ctx {
+    /// License `arn` as it is now, with its usage epoch.
     fn load_license(&mut self, arn: &str) -> Result<(Arc<License>, i64)> {
-        let row: Option<(i64, i64)> = self
-            .conn
-            .prepare_cached("SELECT version, usage_epoch FROM licenses WHERE license_arn = ?1")?
-            .query_row(params![arn], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let (version, epoch) = row.ok_or_else(|| StoreError::NotFound(format!("license {arn} does not exist")))?;
-        Ok((self.license_at(arn, version)?, epoch))
+        let state = match self.mem.licenses.get(arn) {
+            Some(s) => *s,
+            None => {
+                let row: Option<(i64, i64)> = self
+                    .conn
+                    .prepare_cached("SELECT version, usage_epoch FROM licenses WHERE license_arn = ?1")?
+                    .query_row(params![arn], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let (version, epoch) =
+                    row.ok_or_else(|| StoreError::NotFound(format!("license {arn} does not exist")))?;
+                let state = LicenseState { version, epoch };
+                self.keep_license(arn, state);
+                state
+            }
+        };
+        Ok((self.license_at(arn, state.version)?, state.epoch))
+    }
+
+    fn keep_license(&mut self, arn: &str, state: LicenseState) {
+        if self.mem.licenses.len() >= LICENSE_STATES {
+            // Rare (more licenses in use than kept): start afresh rather than track use.
+            // Counters changed in this batch must still be written, so keep those.
+            let dirty: Vec<((String, String), Counter)> = self
+                .mem
+                .dirty
+                .iter()
+                .filter_map(|k| self.mem.counters.get(k).map(|c| (k.clone(), *c)))
+                .collect();
+            self.mem.licenses.clear();
+            self.mem.by_product.clear();
+            self.mem.counters.clear();
+            self.mem.counters.extend(dirty);
+        }
+        self.mem.licenses.insert(arn.to_owned(), state);
     }
 
     /// License `arn` at `version`: from the cache, else read and parsed (versions never change once written).
     fn license_at(&mut self, arn: &str, version: i64) -> Result<Arc<License>> {
-        if let Some((v, l)) = self.licenses.get(arn) {
+        if let Some((v, l)) = self.docs.get(arn) {
             if *v == version {
                 return Ok(l.clone());
             }
         }
         let doc: String = self
             .conn
-            .prepare_cached("SELECT document FROM licenses WHERE license_arn = ?1")?
-            .query_row(params![arn], |r| r.get(0))?;
-        if self.licenses.len() >= LICENSE_CACHE {
-            self.licenses.clear();
+            .prepare_cached("SELECT document FROM license_versions WHERE license_arn = ?1 AND version = ?2")?
+            .query_row(params![arn, version], |r| r.get(0))?;
+        if self.docs.len() >= LICENSE_DOCS {
+            self.docs.clear();
         }
         let l = Arc::new(license_of(&doc)?);
-        self.licenses.insert(arn.to_owned(), (version, l.clone()));
+        self.docs.insert(arn.to_owned(), (version, l.clone()));
         Ok(l)
     }
 
     /// The licenses a checkout may draw from, oldest first, with their usage epochs.
     fn licenses_for(&mut self, sku: &str, fingerprint: &str) -> Result<Vec<(Arc<License>, i64)>> {
-        let rows: Vec<(String, i64, i64)> = self
+        let key = (sku.to_owned(), fingerprint.to_owned());
+        let arns = match self.mem.by_product.get(&key) {
+            Some(arns) => arns.clone(),
+            None => {
+                let rows: Vec<(String, i64, i64)> = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT license_arn, version, usage_epoch FROM licenses \
+                         WHERE product_sku = ?1 AND key_fingerprint = ?2 ORDER BY seq",
+                    )?
+                    .query_map(params![sku, fingerprint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut arns = Vec::with_capacity(rows.len());
+                for (arn, version, epoch) in rows {
+                    self.keep_license(&arn, LicenseState { version, epoch });
+                    arns.push(arn);
+                }
+                self.mem.by_product.insert(key, arns.clone());
+                arns
+            }
+        };
+        arns.iter().map(|arn| self.load_license(arn)).collect()
+    }
+
+    /// The counter of entitlement `name` of license `arn`.
+    fn counter(&mut self, arn: &str, name: &str) -> Result<Counter> {
+        let key = (arn.to_owned(), name.to_owned());
+        if let Some(c) = self.mem.counters.get(&key) {
+            return Ok(*c);
+        }
+        let c = self
             .conn
             .prepare_cached(
-                "SELECT license_arn, version, usage_epoch FROM licenses \
-                 WHERE product_sku = ?1 AND key_fingerprint = ?2 ORDER BY seq",
+                "SELECT rowid, consumed, max_count, overage FROM entitlement_usage WHERE license_arn = ?1 AND name = ?2",
             )?
-            .query_map(params![sku, fingerprint], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_row(params![arn, name], |r| {
+                Ok(Counter {
+                    rowid: r.get(0)?,
+                    consumed: r.get(1)?,
+                    max_count: r.get(2)?,
+                    overage: r.get(3)?,
+                })
+            })
+            .optional()?
+            .ok_or_else(|| corrupt(format!("license {arn} has no counter for entitlement '{name}'")))?;
+        self.mem.counters.insert(key, c);
+        Ok(c)
+    }
+
+    /// Reads the counters `draws` touch into memory, so that applying them
+    /// after a row is written cannot fail halfway.
+    fn load_counters(&mut self, arn: &str, draws: &[Draw]) -> Result<()> {
+        for d in draws {
+            self.counter(arn, &d.name)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `sign * amount` of each draw to its counter (never below zero);
+    /// written at the batch's end. The counters must be loaded.
+    fn apply(&mut self, arn: &str, draws: &[Draw], sign: i64) {
+        for d in draws {
+            let key = (arn.to_owned(), d.name.clone());
+            if let Some(c) = self.mem.counters.get_mut(&key) {
+                c.consumed = (c.consumed + sign * d.amount).max(0);
+                self.mem.dirty.insert(key);
+            }
+        }
+    }
+
+    /// The earliest expiry of an ACTIVE PROVISIONAL consumption, or i64::MAX.
+    fn next_due(&mut self) -> Result<i64> {
+        if let Some(t) = self.mem.next_due {
+            return Ok(t);
+        }
+        let t: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT MIN(expires_at) FROM consumptions WHERE status = 'ACTIVE' AND checkout_type = 'PROVISIONAL'",
+            )?
+            .query_row([], |r| r.get(0))?;
+        let t = t.unwrap_or(i64::MAX);
+        self.mem.next_due = Some(t);
+        Ok(t)
+    }
+
+    /// Expires at most `limit` due PROVISIONAL consumptions; returns how many.
+    fn expire(&mut self, now_ms: i64, limit: i64) -> Result<u64> {
+        if now_ms < self.next_due()? {
+            return Ok(0);
+        }
+        let due: Vec<(String, String, String, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT token, license_arn, draws, usage_epoch FROM consumptions \
+                 WHERE status = 'ACTIVE' AND checkout_type = 'PROVISIONAL' AND expires_at <= ?1 LIMIT ?2",
+            )?
+            .query_map(params![now_ms, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
             .collect::<rusqlite::Result<_>>()?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (arn, version, epoch) in rows {
-            let license = self.license_at(&arn, version)?;
-            out.push((license, epoch));
+        for (token, arn, draws, epoch) in &due {
+            let draws: Vec<Draw> = serde_json::from_str(draws).map_err(corrupt)?;
+            let (_, current) = self.load_license(arn)?;
+            // ResetUsage since the checkout (an older epoch): its units are no longer counted.
+            let counted = *epoch == current;
+            if counted {
+                self.load_counters(arn, &draws)?;
+            }
+            self.conn
+                .prepare_cached("UPDATE consumptions SET status = 'EXPIRED', ended_at = expires_at WHERE token = ?1")?
+                .execute(params![token])?;
+            self.mem.forget(token);
+            if counted {
+                self.apply(arn, &draws, -1);
+            }
         }
-        Ok(out)
-    }
-}
-
-/// Returns a consumption's units to the pool. `counted` is false when
-/// ResetUsage has reset the counters since they were taken (the consumption's
-/// usage epoch is older than the license's): they are then no longer counted.
-fn release(conn: &Connection, license_arn: &str, draws: &[Draw], counted: bool) -> Result<()> {
-    if !counted {
-        return Ok(());
-    }
-    let mut update = conn.prepare_cached(
-        "UPDATE entitlement_usage SET consumed = MAX(consumed - ?1, 0) WHERE license_arn = ?2 AND name = ?3",
-    )?;
-    for d in draws {
-        update.execute(params![d.amount, license_arn, d.name])?;
-    }
-    Ok(())
-}
-
-/// Expires due PROVISIONAL consumptions, of one license or of all, at most `limit`.
-fn expire_in(conn: &Connection, license_arn: Option<&str>, now_ms: i64, limit: i64) -> Result<u64> {
-    let map = |r: &Row<'_>| -> rusqlite::Result<(String, String, String, bool)> {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-    };
-    let due: Vec<(String, String, String, bool)> = match license_arn {
-        Some(arn) => conn
-            .prepare_cached(
-                "SELECT c.token, c.license_arn, c.draws, c.usage_epoch = l.usage_epoch \
-                 FROM consumptions c JOIN licenses l ON l.license_arn = c.license_arn WHERE c.license_arn = ?1 \
-                 AND c.status = 'ACTIVE' AND c.checkout_type = 'PROVISIONAL' AND c.expires_at <= ?2 LIMIT ?3",
-            )?
-            .query_map(params![arn, now_ms, limit], map)?
-            .collect::<rusqlite::Result<_>>()?,
-        None => conn
-            .prepare_cached(
-                "SELECT c.token, c.license_arn, c.draws, c.usage_epoch = l.usage_epoch \
-                 FROM consumptions c JOIN licenses l ON l.license_arn = c.license_arn \
-                 WHERE c.status = 'ACTIVE' AND c.checkout_type = 'PROVISIONAL' AND c.expires_at <= ?1 LIMIT ?2",
-            )?
-            .query_map(params![now_ms, limit], map)?
-            .collect::<rusqlite::Result<_>>()?,
-    };
-    for (token, arn, draws, counted) in &due {
-        let draws: Vec<Draw> = serde_json::from_str(draws).map_err(corrupt)?;
-        release(conn, arn, &draws, *counted)?;
-        conn.prepare_cached("UPDATE consumptions SET status = 'EXPIRED', ended_at = expires_at WHERE token = ?1")?
-            .execute(params![token])?;
-    }
-    Ok(due.len() as u64)
-}
-
-/// Takes a plan's units with conditional updates, after expiring what is due
-/// on the license. Returns why not, undoing any partial draw, when a pool is short.
-fn draw(conn: &Connection, license: &License, plan: &CheckoutPlan, now_ms: i64) -> Result<Option<String>> {
-    expire_in(conn, Some(&license.license_arn), now_ms, i64::MAX)?;
-    let arn = &license.license_arn;
-    let mut applied: Vec<&Draw> = Vec::new();
-    for d in &plan.draws {
-        let done = conn
-            .prepare_cached(
-                "UPDATE entitlement_usage SET consumed = consumed + ?1 WHERE license_arn = ?2 AND name = ?3 \
-                 AND (overage = 1 OR max_count IS NULL OR consumed + ?1 <= max_count)",
-            )?
-            .execute(params![d.amount, arn, d.name])?;
-        if done == 1 {
-            applied.push(d);
-            continue;
+        if (due.len() as i64) < limit {
+            // Everything due is expired: the next expiry is read afresh when needed.
+            self.mem.next_due = None;
         }
-        let (consumed, max): (i64, Option<i64>) = conn
-            .prepare_cached("SELECT consumed, max_count FROM entitlement_usage WHERE license_arn = ?1 AND name = ?2")?
-            .query_row(params![arn, d.name], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        for a in applied {
-            conn.prepare_cached(
-                "UPDATE entitlement_usage SET consumed = consumed - ?1 WHERE license_arn = ?2 AND name = ?3",
-            )?
-            .execute(params![a.amount, arn, a.name])?;
-        }
-        return Ok(Some(exhausted(d, arn, consumed, max)));
+        Ok(due.len() as u64)
     }
-    Ok(None)
+
+    /// Expires everything due by `now_ms`, so that a checkout or a usage read sees exact counts.
+    fn expire_all(&mut self, now_ms: i64) -> Result<()> {
+        while self.expire(now_ms, EXPIRY_CHUNK)? as i64 == EXPIRY_CHUNK {}
+        Ok(())
+    }
+
+    /// Why the plan's units cannot all be taken from `license` now, if they cannot.
+    fn shortfall(&mut self, license: &License, plan: &CheckoutPlan) -> Result<Option<String>> {
+        let arn = &license.license_arn;
+        for (i, d) in plan.draws.iter().enumerate() {
+            let mut c = self.counter(arn, &d.name)?;
+            // Earlier draws of the same entitlement in this plan count too.
+            c.consumed += plan.draws[..i]
+                .iter()
+                .filter(|e| e.name == d.name)
+                .map(|e| e.amount)
+                .sum::<i64>();
+            if !c.fits(d.amount) {
+                return Ok(Some(exhausted(d, arn, c.consumed, c.max_count)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records a granted consumption, then takes its units.
+    /// Records a granted consumption and takes its units; `None` (and nothing
+    /// changed) when the caller has used its ClientToken before.
+    fn take(&mut self, c: Consumption, client_token: &str, hash: &str, epoch: i64) -> Result<Option<Consumption>> {
+        self.load_counters(&c.license_arn, &c.draws)?;
+        if !insert_consumption(&self.conn, &c, client_token, hash, epoch)? {
+            return Ok(None);
+        }
+        if c.checkout_type == CheckoutType::Provisional {
+            // Only lower a known bound: an unknown one is read afresh, with this row in it.
+            if let Some(t) = self.mem.next_due.as_mut() {
+                *t = (*t).min(to_millis(c.expires_at));
+            }
+        }
+        self.apply(&c.license_arn, &c.draws, 1);
+        if c.checkout_type == CheckoutType::Provisional {
+            self.mem.remember(c.clone(), epoch);
+        }
+        Ok(Some(c))
+    }
+
+    /// Refuses the write if `key` is given and is not an active access key now.
+    /// A revocation commits through another connection, which empties memory,
+    /// so a key remembered as active was active at this batch's start.
+    fn confirm_key(&mut self, key: Option<&str>) -> Result<()> {
+        let Some(key) = key else { return Ok(()) };
+        let active = match self.mem.keys.get(key) {
+            Some(a) => *a,
+            None => {
+                let a = self
+                    .conn
+                    .prepare_cached("SELECT active FROM access_keys WHERE access_key_id = ?1")?
+                    .query_row(params![key], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    == Some(1);
+                if self.mem.keys.len() >= LICENSE_STATES {
+                    self.mem.keys.clear();
+                }
+                self.mem.keys.insert(key.to_owned(), a);
+                a
+            }
+        };
+        if active {
+            Ok(())
+        } else {
+            Err(key_refused(key))
+        }
+    }
+
+    /// A consumption by token, with its usage epoch.
+    fn consumption(&mut self, token: &str) -> Result<(Consumption, i64)> {
+        if let Some((c, epoch)) = self.mem.recent.get(token) {
+            return Ok((c.clone(), *epoch));
+        }
+        load_consumption(&self.conn, token)
+    }
 }
 
-fn insert_consumption(conn: &Connection, c: &Consumption, client_token: &str, hash: &str, epoch: i64) -> Result<()> {
+/// Inserts a consumption row; false (and nothing inserted) if its consumer has
+/// used the ClientToken before.
+fn insert_consumption(conn: &Connection, c: &Consumption, client_token: &str, hash: &str, epoch: i64) -> Result<bool> {
     let metadata = if c.checkout_metadata.is_empty() {
         None
     } else {
         Some(serde_json::to_string(&c.checkout_metadata).map_err(corrupt)?)
     };
-    conn.prepare_cached(
+    let inserted = conn.prepare_cached(
         "INSERT INTO consumptions (token, license_arn, consumer_account, client_token, request_hash, checkout_type, \
          allowed, draws, node_id, beneficiary, product_sku, key_fingerprint, issued_at, expires_at, status, usage_epoch, \
-         borrowed, checkout_metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'ACTIVE', ?15, ?16, ?17)",
+         borrowed, checkout_metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'ACTIVE', ?15, ?16, ?17) \
+         ON CONFLICT (consumer_account, client_token) DO NOTHING",
     )?
     .execute(params![
         c.token,
@@ -455,7 +910,7 @@ fn insert_consumption(conn: &Connection, c: &Consumption, client_token: &str, ha
         c.borrowed,
         metadata,
     ])?;
-    Ok(())
+    Ok(inserted == 1)
 }
 
 /// The grantee's live grants on a license, each followed by its ancestors.
@@ -512,16 +967,15 @@ fn usable_consumption(
     Ok((license, epoch))
 }
 
-pub(super) fn checkout(ctx: &mut Ctx, cmd: &CheckoutCommand, now: OffsetDateTime) -> Result<Consumption> {
-    if let Some(c) = replay_checkout(
-        &ctx.conn,
-        &cmd.caller,
-        &cmd.client_token,
-        &cmd.request_hash,
-        "CheckoutLicense",
-    )? {
-        return Ok(c);
-    }
+/// A checkout's outcome before its ClientToken is looked at.
+enum Decision {
+    Granted(Box<Consumption>, i64),
+    Refused(StoreError),
+}
+
+/// Decides a checkout against the licenses it may use, as if its ClientToken were new.
+fn decide_checkout(ctx: &mut Ctx, cmd: &CheckoutCommand, now: OffsetDateTime) -> Result<Decision> {
+    let now_ms = to_millis(now);
     let mut reasons = Vec::new();
     let mut own_license_without_beneficiary = false;
     for (license, epoch) in ctx.licenses_for(&cmd.product_sku, &cmd.key_fingerprint)? {
@@ -553,22 +1007,54 @@ pub(super) fn checkout(ctx: &mut Ctx, cmd: &CheckoutCommand, now: OffsetDateTime
                 continue;
             }
         };
-        if let Some(short) = draw(&ctx.conn, &license, &plan, to_millis(now))? {
+        ctx.expire_all(now_ms)?;
+        if let Some(short) = ctx.shortfall(&license, &plan)? {
             reasons.push(short);
             continue;
         }
-        let c = checkout_consumption(cmd, &license, plan, now);
-        insert_consumption(&ctx.conn, &c, &cmd.client_token, &cmd.request_hash, epoch)?;
-        return Ok(c);
+        return Ok(Decision::Granted(
+            Box::new(checkout_consumption(cmd, &license, plan, now)),
+            epoch,
+        ));
     }
-    // Nothing was drawn; the savepoint rolls back.
-    if reasons.is_empty() {
-        return Err(nothing_available(cmd, own_license_without_beneficiary));
+    Ok(Decision::Refused(if reasons.is_empty() {
+        nothing_available(cmd, own_license_without_beneficiary)
+    } else {
+        StoreError::NoEntitlements(reasons.join("; "))
+    }))
+}
+
+/// A checkout. The ClientToken is looked up only when the checkout is not
+/// granted or its row is refused as a duplicate: a retry then gets the first
+/// answer (or a conflict, for another request), whatever the pool holds now.
+pub(super) fn checkout(ctx: &mut Ctx, cmd: &CheckoutCommand, now: OffsetDateTime) -> Result<Consumption> {
+    ctx.confirm_key(cmd.key.as_deref())?;
+    let refusal = match decide_checkout(ctx, cmd, now)? {
+        Decision::Granted(c, epoch) => match ctx.take(*c, &cmd.client_token, &cmd.request_hash, epoch)? {
+            Some(c) => return Ok(c),
+            None => None,
+        },
+        Decision::Refused(e) => Some(e),
+    };
+    let earlier = replay_checkout(
+        &ctx.conn,
+        &cmd.caller,
+        &cmd.client_token,
+        &cmd.request_hash,
+        "CheckoutLicense",
+    )?;
+    match (earlier, refusal) {
+        (Some(c), _) => Ok(c),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(corrupt(format!(
+            "ClientToken '{}' was refused as a duplicate, but no consumption has it",
+            cmd.client_token
+        ))),
     }
-    Err(StoreError::NoEntitlements(reasons.join("; ")))
 }
 
 pub(super) fn checkout_borrow(ctx: &mut Ctx, cmd: &BorrowCommand, now: OffsetDateTime) -> Result<Consumption> {
+    ctx.confirm_key(cmd.key.as_deref())?;
     if let Some(c) = replay_checkout(
         &ctx.conn,
         &cmd.caller,
@@ -591,12 +1077,14 @@ pub(super) fn checkout_borrow(ctx: &mut Ctx, cmd: &BorrowCommand, now: OffsetDat
         return Err(may_not_borrow(&cmd.caller, &license.license_arn));
     }
     let plan = borrow_plan(&license, &cmd.entitlements, now)?;
-    if let Some(short) = draw(&ctx.conn, &license, &plan, to_millis(now))? {
+    ctx.expire_all(to_millis(now))?;
+    if let Some(short) = ctx.shortfall(&license, &plan)? {
         return Err(StoreError::NoEntitlements(short));
     }
     let c = borrow_consumption(cmd, &license, plan, now);
-    insert_consumption(&ctx.conn, &c, &cmd.client_token, &cmd.request_hash, epoch)?;
-    Ok(c)
+    // The ClientToken was looked up above, in this transaction: it is new.
+    ctx.take(c, &cmd.client_token, &cmd.request_hash, epoch)?
+        .ok_or_else(|| corrupt("a new ClientToken was refused as a duplicate"))
 }
 
 pub(super) fn check_in(
@@ -604,27 +1092,40 @@ pub(super) fn check_in(
     caller: &AccountId,
     token: &str,
     only_license: Option<&str>,
+    key: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<()> {
-    let (c, epoch) = load_consumption(&ctx.conn, token)?;
+    ctx.confirm_key(key)?;
+    let (c, epoch) = ctx.consumption(token)?;
     let (license, current) = usable_consumption(ctx, caller, &c, only_license, AllowedOperation::CheckInLicense)?;
     refuse_check_in(&c, &license, now)?;
-    release(&ctx.conn, &c.license_arn, &c.draws, epoch == current)?;
+    // ResetUsage since the checkout (an older epoch): its units are no longer counted.
+    let counted = epoch == current;
+    if counted {
+        ctx.load_counters(&c.license_arn, &c.draws)?;
+    }
     ctx.conn
         .prepare_cached("UPDATE consumptions SET status = 'CHECKED_IN', ended_at = ?1 WHERE token = ?2")?
         .execute(params![to_millis(now), token])?;
+    ctx.mem.forget(token);
+    if counted {
+        ctx.apply(&c.license_arn, &c.draws, -1);
+    }
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn extend(
     ctx: &mut Ctx,
     caller: &AccountId,
     token: &str,
     only_license: Option<&str>,
+    key: Option<&str>,
     dry_run: bool,
     now: OffsetDateTime,
 ) -> Result<Consumption> {
-    let (mut c, _) = load_consumption(&ctx.conn, token)?;
+    ctx.confirm_key(key)?;
+    let (mut c, epoch) = ctx.consumption(token)?;
     let (license, _) = usable_consumption(
         ctx,
         caller,
@@ -640,30 +1141,43 @@ pub(super) fn extend(
     ctx.conn
         .prepare_cached("UPDATE consumptions SET expires_at = ?1 WHERE token = ?2")?
         .execute(params![to_millis(c.expires_at), token])?;
+    // An extension only moves an expiry later, so the known next expiry stays a lower bound.
+    if ctx.mem.recent.contains_key(token) {
+        ctx.mem.recent.insert(token.to_owned(), (c.clone(), epoch));
+    }
     Ok(c)
 }
 
 pub(super) fn license_usage(ctx: &mut Ctx, arn: &str, now: OffsetDateTime) -> Result<Vec<EntitlementUsage>> {
-    expire_in(&ctx.conn, Some(arn), to_millis(now), i64::MAX)?;
-    let rows = ctx
+    ctx.expire_all(to_millis(now))?;
+    let rows: Vec<(String, String, i64, Option<i64>)> = ctx
         .conn
         .prepare_cached(
             "SELECT name, unit, consumed, max_count FROM entitlement_usage WHERE license_arn = ?1 ORDER BY rowid",
         )?
-        .query_map(params![arn], |r| {
-            Ok(EntitlementUsage {
-                name: r.get(0)?,
-                unit: r.get(1)?,
-                consumed: r.get(2)?,
-                max_count: r.get(3)?,
-            })
-        })?
+        .query_map(params![arn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(rows)
+    // The stored counts may trail this batch's changes, which are written at its end.
+    Ok(rows
+        .into_iter()
+        .map(|(name, unit, consumed, max_count)| {
+            let consumed = ctx
+                .mem
+                .counters
+                .get(&(arn.to_owned(), name.clone()))
+                .map_or(consumed, |c| c.consumed);
+            EntitlementUsage {
+                name,
+                unit,
+                consumed,
+                max_count,
+            }
+        })
+        .collect())
 }
 
 pub(super) fn expire_due(ctx: &mut Ctx, now: OffsetDateTime) -> Result<u64> {
-    expire_in(&ctx.conn, None, to_millis(now), 1000)
+    ctx.expire(to_millis(now), EXPIRY_CHUNK)
 }
 
 pub(super) fn access_key(conn: &Connection, access_key_id: &str) -> Result<Option<AccessKey>> {

@@ -317,6 +317,10 @@ impl Store for SqliteStore {
         self.hot.read(|conn| hot::access_key(conn, access_key_id))
     }
 
+    fn confirms_keys(&self) -> bool {
+        true
+    }
+
     async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>> {
         let row = sqlx::query(
             "SELECT kid, account_id, alg, private_der, public_jwk FROM issuer_keys WHERE account_id = ? AND alg = ?",
@@ -566,32 +570,36 @@ impl Store for SqliteStore {
         self.hot.write(move |ctx| hot::checkout_borrow(ctx, &cmd, now)).await
     }
 
-    #[tracing::instrument(level = "debug", skip(self, token))]
+    #[tracing::instrument(level = "debug", skip(self, token, key))]
     async fn check_in(
         &self,
         caller: &AccountId,
         token: &str,
         only_license: Option<&str>,
+        key: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<()> {
         let (caller, token, only) = (caller.clone(), token.to_owned(), only_license.map(str::to_owned));
+        let key = key.map(str::to_owned);
         self.hot
-            .write(move |ctx| hot::check_in(ctx, &caller, &token, only.as_deref(), now))
+            .write(move |ctx| hot::check_in(ctx, &caller, &token, only.as_deref(), key.as_deref(), now))
             .await
     }
 
-    #[tracing::instrument(level = "debug", skip(self, token))]
+    #[tracing::instrument(level = "debug", skip(self, token, key))]
     async fn extend(
         &self,
         caller: &AccountId,
         token: &str,
         only_license: Option<&str>,
+        key: Option<&str>,
         dry_run: bool,
         now: OffsetDateTime,
     ) -> Result<Consumption> {
         let (caller, token, only) = (caller.clone(), token.to_owned(), only_license.map(str::to_owned));
+        let key = key.map(str::to_owned);
         self.hot
-            .write(move |ctx| hot::extend(ctx, &caller, &token, only.as_deref(), dry_run, now))
+            .write(move |ctx| hot::extend(ctx, &caller, &token, only.as_deref(), key.as_deref(), dry_run, now))
             .await
     }
 

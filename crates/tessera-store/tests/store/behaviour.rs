@@ -72,20 +72,20 @@ async fn license_flow(store: &dyn Store) -> Vec<String> {
     log.push(names.clean(outcome(&r)));
     let (stranger, _) = store.create_account("stranger", t0).await.expect("stranger");
     names.add(stranger.id.as_str(), "stranger");
-    let r = store.check_in(&stranger.id, &c1.token, None, t0).await;
+    let r = store.check_in(&stranger.id, &c1.token, None, None, t0).await;
     log.push(names.clean(outcome(&r)));
-    let r = store.check_in(&f.customer, "no-such-token", None, t0).await;
+    let r = store.check_in(&f.customer, "no-such-token", None, None, t0).await;
     log.push(names.clean(outcome(&r)));
 
     // Extension: dry run, then for real.
     let later = t0 + Duration::minutes(30);
     let ext = store
-        .extend(&f.customer, &c1.token, None, true, later)
+        .extend(&f.customer, &c1.token, None, None, true, later)
         .await
         .expect("dry run");
     assert_eq!(ext.expires_at, c1.expires_at);
     let ext = store
-        .extend(&f.customer, &c1.token, None, false, later)
+        .extend(&f.customer, &c1.token, None, None, false, later)
         .await
         .expect("extend");
     assert_eq!(ext.expires_at, later + Duration::minutes(60));
@@ -96,16 +96,16 @@ async fn license_flow(store: &dyn Store) -> Vec<String> {
     assert_eq!(stored.expires_at, ext.expires_at, "the extension is stored");
 
     store
-        .check_in(&f.customer, &c1.token, None, later)
+        .check_in(&f.customer, &c1.token, None, None, later)
         .await
         .expect("check in");
     log.push(format!(
         "in use after check-in: {}",
         seats_in_use(store, &f.arn, later).await
     ));
-    let r = store.check_in(&f.customer, &c1.token, None, later).await;
+    let r = store.check_in(&f.customer, &c1.token, None, None, later).await;
     log.push(names.clean(outcome(&r)));
-    let r = store.extend(&f.customer, &c1.token, None, false, later).await;
+    let r = store.extend(&f.customer, &c1.token, None, None, false, later).await;
     log.push(names.clean(outcome(&r)));
 
     // Expiry: due consumptions go back before a usage read and before a checkout.
@@ -127,7 +127,7 @@ async fn license_flow(store: &dyn Store) -> Vec<String> {
         "in use after expiry: {}",
         seats_in_use(store, &f.arn, after).await
     ));
-    let r = store.check_in(&f.customer, &c2.token, None, after).await;
+    let r = store.check_in(&f.customer, &c2.token, None, None, after).await;
     log.push(names.clean(outcome(&r)));
     log.push(format!(
         "expired by the sweep: {}",
@@ -173,7 +173,7 @@ async fn license_flow(store: &dyn Store) -> Vec<String> {
         seats_in_use(store, &f.arn, after).await
     ));
     store
-        .check_in(&f.customer, &c3.token, None, after)
+        .check_in(&f.customer, &c3.token, None, None, after)
         .await
         .expect("old-epoch check-in");
     log.push(format!(
@@ -386,7 +386,10 @@ async fn grant_flow(store: &dyn Store) -> Vec<String> {
         .checkout(checkout_cmd(&partner.id, &f.sku, &f.vendor, 1, "p-2"), t)
         .await
         .expect("checkout through the grant");
-    store.check_in(&partner.id, &c.token, None, t).await.expect("check in");
+    store
+        .check_in(&partner.id, &c.token, None, None, t)
+        .await
+        .expect("check in");
 
     let chains = store.grant_chains(&partner.id, &f.arn).await.expect("chains");
     log.push(format!("chains: {} of {}", chains.len(), chains[0].len()));
@@ -739,5 +742,68 @@ async fn who_may_check_out_a_license_without_a_grant() {
             db.name
         );
         assert_eq!(seats_in_use(store.as_ref(), &f.arn, t).await, 2, "{}", db.name);
+    }
+}
+
+/// A hot-path write that carries an access key confirms it in its own
+/// transaction: a key revoked before the write, through this store or another
+/// one on the same database (another server, or the CLI), is refused, and a
+/// refused write takes nothing.
+#[tokio::test]
+async fn writes_confirm_the_access_key_they_carry() {
+    for db in backends().await {
+        let store = db.open().await;
+        let other = db.open().await;
+        let (store, other) = (store.as_ref(), other.as_ref());
+        assert!(store.confirms_keys(), "{}", db.name);
+        let t = now();
+        let f = fixture(store, 5).await;
+        let local = store
+            .create_access_key(&f.customer, t)
+            .await
+            .expect("key")
+            .access_key_id;
+        let remote = store
+            .create_access_key(&f.customer, t)
+            .await
+            .expect("key")
+            .access_key_id;
+        let with_key = |ct: &str, key: &str| {
+            let mut cmd = checkout_cmd(&f.customer, &f.sku, &f.vendor, 1, ct);
+            cmd.key = Some(key.to_owned());
+            cmd
+        };
+        let c = store
+            .checkout(with_key("k-1", &local), t)
+            .await
+            .expect("checkout, key active");
+        store
+            .extend(&f.customer, &c.token, None, Some(&remote), false, t)
+            .await
+            .expect("extend, key active");
+        let unknown = store.checkout(with_key("k-0", "AKIANOSUCHKEY0000000"), t).await;
+        assert!(
+            matches!(unknown, Err(StoreError::UnknownKey(_))),
+            "{}: {unknown:?}",
+            db.name
+        );
+
+        store.revoke_access_key(&local, t).await.expect("revoke here");
+        other.revoke_access_key(&remote, t).await.expect("revoke elsewhere");
+        for key in [&local, &remote] {
+            let r = store.checkout(with_key("k-2", key), t).await;
+            assert!(matches!(r, Err(StoreError::UnknownKey(_))), "{}: {r:?}", db.name);
+            let r = store.check_in(&f.customer, &c.token, None, Some(key), t).await;
+            assert!(matches!(r, Err(StoreError::UnknownKey(_))), "{}: {r:?}", db.name);
+            let r = store.extend(&f.customer, &c.token, None, Some(key), false, t).await;
+            assert!(matches!(r, Err(StoreError::UnknownKey(_))), "{}: {r:?}", db.name);
+        }
+        assert_eq!(seats_in_use(store, &f.arn, t).await, 1, "{}", db.name);
+        // A caller authenticated otherwise (the key's status read per request) carries no key.
+        store
+            .check_in(&f.customer, &c.token, None, None, t)
+            .await
+            .expect("check in");
+        assert_eq!(seats_in_use(other, &f.arn, t).await, 0, "{}", db.name);
     }
 }

@@ -80,7 +80,7 @@ async fn concurrent_retries_of_one_client_token_make_one_consumption() {
             assert_eq!(tokens.len(), 1, "{} round {round}: {tokens:?}", db.name);
             assert_eq!(seats_in_use(stores[0].as_ref(), &f.arn, t).await, 1, "{}", db.name);
             stores[round % REPLICAS]
-                .check_in(&f.customer, &tokens[0], None, t)
+                .check_in(&f.customer, &tokens[0], None, None, t)
                 .await
                 .expect("check in");
         }
@@ -208,7 +208,10 @@ async fn checkouts_and_check_ins_racing_with_sweeps_keep_the_count_exact() {
                                 held += 1;
                                 break;
                             }
-                            store.check_in(&f.customer, &c.token, None, t).await.expect("check in");
+                            store
+                                .check_in(&f.customer, &c.token, None, None, t)
+                                .await
+                                .expect("check in");
                         }
                         Err(StoreError::NoEntitlements(_)) => tokio::task::yield_now().await,
                         Err(e) => panic!("{e:?}"),
@@ -256,7 +259,7 @@ async fn concurrent_check_ins_of_one_consumption_return_its_units_once() {
             let store = stores[i % REPLICAS].clone();
             let f = f.clone();
             let token = c.token.clone();
-            tasks.spawn(async move { store.check_in(&f.customer, &token, None, t).await });
+            tasks.spawn(async move { store.check_in(&f.customer, &token, None, None, t).await });
         }
         let (mut ok, mut conflict) = (0, 0);
         while let Some(r) = tasks.join_next().await {

@@ -205,6 +205,7 @@ pub fn checkout_cmd(
         request_hash: hash_of(&serde_json::json!({"sku": sku, "ents": ents})),
         token: token(),
         only_license: None,
+        key: None,
     }
 }
 
