@@ -85,6 +85,7 @@ impl From<StoreError> for ApiError {
             StoreError::NoEntitlements(m) => Self::NoEntitlementsAllowed(m),
             StoreError::EntitlementNotAllowed(m) => Self::EntitlementNotAllowed(m),
             StoreError::LimitExceeded(m) => Self::ResourceLimitExceeded(m),
+            StoreError::UnknownKey(m) => Self::UnrecognizedClient(m),
             other => {
                 // Details stay in the log; the client gets a generic message.
                 tracing::error!(error = %other, "store failure");

@@ -34,6 +34,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<ServerClock>,
     pub keys: keys::KeyRing,
+    /// Access keys seen, with their secrets and derived signing keys.
+    pub keys_seen: aws::AccessKeys,
     /// Whether `POST /_tessera/test/clock` may shift the business clock.
     pub test_clock: bool,
 }
@@ -44,6 +46,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, clock: Arc<ServerClock>, test_clock: bool) -> SharedState {
         Arc::new(Self {
             keys: keys::KeyRing::new(store.clone()),
+            keys_seen: aws::AccessKeys::default(),
             store,
             clock,
             test_clock,

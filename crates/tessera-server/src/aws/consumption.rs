@@ -7,6 +7,8 @@ use tessera_core::license::{limits, CheckoutType, Metadata};
 use tessera_core::{validate, AccountId, Clock, LicenseArn};
 use tessera_store::{BorrowCommand, CheckoutCommand};
 
+use sha2::Digest;
+
 use super::{client_token, parse, readable_license, request_hash, required, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::SharedState;
@@ -30,7 +32,7 @@ struct CheckoutInput {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CheckoutClaims<'a> {
-    entitlements_allowed: Vec<Value>,
+    entitlements_allowed: Vec<AllowedClaim<'a>>,
     expiration: String,
     issued_at: String,
     license_arn: &'a str,
@@ -47,6 +49,14 @@ struct CheckoutClaims<'a> {
     exp: i64,
 }
 
+/// One entitlement of `entitlementsAllowed`, in the token's camelCase.
+#[derive(Serialize)]
+struct AllowedClaim<'a> {
+    name: &'a str,
+    unit: tessera_core::license::EntitlementUnit,
+    value: &'a Option<String>,
+}
+
 /// A fresh LicenseConsumptionToken. Time-ordered (UUIDv7, 74 random bits):
 /// new tokens then land at the end of the consumptions key index instead of on
 /// a random page, so a batch of checkouts dirties (and commits) fewer pages.
@@ -61,7 +71,11 @@ async fn signed_token(state: &SharedState, c: &Consumption) -> ApiResult<String>
         entitlements_allowed: c
             .allowed
             .iter()
-            .map(|e| json!({"name": e.name, "unit": e.unit, "value": e.value}))
+            .map(|e| AllowedClaim {
+                name: &e.name,
+                unit: e.unit,
+                value: &e.value,
+            })
             .collect(),
         expiration: c.expiration_str(),
         issued_at: c.issued_at_str(),
@@ -83,9 +97,78 @@ async fn signed_token(state: &SharedState, c: &Consumption) -> ApiResult<String>
     })
 }
 
-pub async fn checkout_license(state: &SharedState, caller: &Caller, v: Value) -> ApiResult<Value> {
-    let hash = request_hash(&v);
-    let input: CheckoutInput = parse(v)?;
+/// What a retried CheckoutLicense must repeat to be the same request: every
+/// field but ClientToken, keys in sorted order, absent fields left out. This
+/// is the same text as the sorted JSON of the request without its ClientToken
+/// (what other operations hash) for any request made of the documented fields.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CheckoutIdentity<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beneficiary: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkout_type: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entitlements: Option<Vec<EntitlementIdentity<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_fingerprint: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: &'a Option<String>,
+    #[serde(rename = "ProductSKU", skip_serializing_if = "Option::is_none")]
+    product_sku: &'a Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EntitlementIdentity<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: &'a Option<String>,
+}
+
+fn checkout_hash(input: &CheckoutInput) -> String {
+    let identity = CheckoutIdentity {
+        beneficiary: &input.beneficiary,
+        checkout_type: &input.checkout_type,
+        entitlements: input.entitlements.as_ref().map(|es| {
+            es.iter()
+                .map(|e| EntitlementIdentity {
+                    name: &e.name,
+                    unit: &e.unit,
+                    value: &e.value,
+                })
+                .collect()
+        }),
+        key_fingerprint: &input.key_fingerprint,
+        node_id: &input.node_id,
+        product_sku: &input.product_sku,
+    };
+    let text = serde_json::to_vec(&identity).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(&text))
+}
+
+/// CheckoutLicense's answer, serialized as it is built.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct CheckoutOutput<'a> {
+    checkout_type: CheckoutType,
+    license_consumption_token: &'a str,
+    entitlements_allowed: &'a [tessera_core::consumption::EntitlementData],
+    signed_token: &'a str,
+    node_id: &'a Option<String>,
+    issued_at: String,
+    expiration: String,
+    license_arn: &'a str,
+}
+
+/// CheckoutLicense, read straight from the request body (it runs on every
+/// program's start-up and heartbeat, so it skips the generic JSON tree).
+pub async fn checkout_license(state: &SharedState, caller: &Caller, body: &[u8]) -> ApiResult<String> {
+    let input: CheckoutInput = super::parse_bytes(body)?;
+    let hash = checkout_hash(&input);
     let product_sku = required("ProductSKU", input.product_sku)?;
     validate::text("ProductSKU", &product_sku, limits::NAME)?;
     let checkout_type = CheckoutType::parse("CheckoutType", &required("CheckoutType", input.checkout_type)?)?;
@@ -110,21 +193,23 @@ pub async fn checkout_license(state: &SharedState, caller: &Caller, v: Value) ->
                 request_hash: hash,
                 token: new_consumption_token(),
                 only_license: caller.license.clone(),
+                key: caller.key.clone(),
             },
             state.clock.now(),
         )
         .await?;
     let signed = signed_token(state, &c).await?;
-    Ok(json!({
-        "CheckoutType": c.checkout_type,
-        "LicenseConsumptionToken": c.token,
-        "EntitlementsAllowed": c.allowed,
-        "SignedToken": signed,
-        "NodeId": c.node_id,
-        "IssuedAt": c.issued_at_str(),
-        "Expiration": c.expiration_str(),
-        "LicenseArn": c.license_arn,
-    }))
+    let out = CheckoutOutput {
+        checkout_type: c.checkout_type,
+        license_consumption_token: &c.token,
+        entitlements_allowed: &c.allowed,
+        signed_token: &signed,
+        node_id: &c.node_id,
+        issued_at: c.issued_at_str(),
+        expiration: c.expiration_str(),
+        license_arn: &c.license_arn,
+    };
+    super::to_json(&out)
 }
 
 #[derive(Deserialize)]
@@ -140,15 +225,21 @@ fn consumption_token(v: Option<String>) -> ApiResult<String> {
     Ok(t)
 }
 
-pub async fn check_in_license(state: &SharedState, caller: &Caller, v: Value) -> ApiResult<Value> {
-    let input: CheckInInput = parse(v)?;
+pub async fn check_in_license(state: &SharedState, caller: &Caller, body: &[u8]) -> ApiResult<String> {
+    let input: CheckInInput = super::parse_bytes(body)?;
     let token = consumption_token(input.license_consumption_token)?;
     validate::opt_text("Beneficiary", input.beneficiary.as_deref(), limits::BENEFICIARY)?;
     state
         .store
-        .check_in(&caller.account, &token, caller.license.as_deref(), state.clock.now())
+        .check_in(
+            &caller.account,
+            &token,
+            caller.license.as_deref(),
+            caller.key.as_deref(),
+            state.clock.now(),
+        )
         .await?;
-    Ok(json!({}))
+    Ok("{}".to_owned())
 }
 
 #[derive(Deserialize)]
@@ -158,8 +249,15 @@ struct ExtendInput {
     dry_run: Option<bool>,
 }
 
-pub async fn extend_license_consumption(state: &SharedState, caller: &Caller, v: Value) -> ApiResult<Value> {
-    let input: ExtendInput = parse(v)?;
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ExtendOutput<'a> {
+    license_consumption_token: &'a str,
+    expiration: String,
+}
+
+pub async fn extend_license_consumption(state: &SharedState, caller: &Caller, body: &[u8]) -> ApiResult<String> {
+    let input: ExtendInput = super::parse_bytes(body)?;
     let token = consumption_token(input.license_consumption_token)?;
     let c = state
         .store
@@ -167,11 +265,15 @@ pub async fn extend_license_consumption(state: &SharedState, caller: &Caller, v:
             &caller.account,
             &token,
             caller.license.as_deref(),
+            caller.key.as_deref(),
             input.dry_run.unwrap_or(false),
             state.clock.now(),
         )
         .await?;
-    Ok(json!({"LicenseConsumptionToken": c.token, "Expiration": c.expiration_str()}))
+    super::to_json(&ExtendOutput {
+        license_consumption_token: &c.token,
+        expiration: c.expiration_str(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -259,6 +361,7 @@ pub async fn checkout_borrow_license(state: &SharedState, caller: &Caller, v: Va
                 client_token: token,
                 request_hash: hash,
                 token: new_consumption_token(),
+                key: caller.key.clone(),
             },
             now,
         )
@@ -308,7 +411,7 @@ pub async fn checkout_borrow_license(state: &SharedState, caller: &Caller, v: Va
 
 #[cfg(test)]
 mod tests {
-    use super::new_consumption_token;
+    use super::*;
 
     #[test]
     fn consumption_tokens_are_unique_hex_and_ordered_by_time() {
@@ -329,5 +432,21 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), tokens.len(), "tokens are unique");
         assert_eq!(sorted, tokens, "later tokens sort after earlier ones");
+    }
+
+    /// A retry after an upgrade is recognized: for requests made of the
+    /// documented fields, the checkout's identity hashes like any other request.
+    #[test]
+    fn the_checkout_identity_is_the_sorted_request_without_its_client_token() {
+        let bodies = [
+            r#"{"ProductSKU":"p","CheckoutType":"PROVISIONAL","KeyFingerprint":"aws:1:Self:f","Entitlements":[{"Name":"Seats","Value":"1","Unit":"Count"}],"ClientToken":"c"}"#,
+            r#"{"ClientToken":"d","NodeId":"n","Beneficiary":"b","Entitlements":[{"Unit":"None","Name":"Tier"},{"Name":"Seats","Value":"2","Unit":"Count"}],"KeyFingerprint":"k","CheckoutType":"PERPETUAL","ProductSKU":"p"}"#,
+            r#"{}"#,
+        ];
+        for body in bodies {
+            let input: CheckoutInput = serde_json::from_str(body).unwrap();
+            let v: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(checkout_hash(&input), request_hash(&v), "{body}");
+        }
     }
 }

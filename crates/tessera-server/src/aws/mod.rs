@@ -1,6 +1,7 @@
 //! The AWS License Manager JSON protocol: authentication, routing by
 //! `X-Amz-Target`, and the shared request helpers of the operations.
 
+mod auth;
 mod consumption;
 mod grants;
 mod licenses;
@@ -23,7 +24,6 @@ use tracing::Instrument;
 
 use crate::error::{ApiError, ApiResult};
 use crate::SharedState;
-use tessera_sigv4::{self as sigv4, AuthError, RequestParts};
 
 pub const TARGET_PREFIX: &str = "AWSLicenseManager.";
 
@@ -47,7 +47,12 @@ pub struct Caller {
     pub account: AccountId,
     /// Set when the request carried an access token: the one license it names.
     pub license: Option<String>,
+    /// Set when the access key's status was not read for this request: the
+    /// write confirms it in its own transaction (see `auth`).
+    pub key: Option<String>,
 }
+
+pub use auth::AccessKeys;
 
 /// The single entry point: `POST /`.
 pub async fn handle(
@@ -63,15 +68,19 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let span = tracing::info_span!("request", id = %request_id, target = %target, account = tracing::field::Empty);
+    // At debug level: a span costs a formatted copy of its fields on every
+    // request even when nothing is logged in it. Failures name the request themselves.
+    let span = tracing::debug_span!("request", id = %request_id, target = %target, account = tracing::field::Empty);
     let result = async {
         let body = body.map_err(|e| ApiError::Serialization(format!("the request body could not be read: {e}")))?;
         // A workload exchanges its refresh token for an access token without
         // any other credential: the refresh token is the credential.
         if target == "AWSLicenseManager.GetAccessToken" && !headers.contains_key("authorization") {
-            return tokens::get_access_token(&state, parse_body(&body)?).await;
+            return tokens::get_access_token(&state, parse_body(&body)?)
+                .await
+                .map(|v| v.to_string());
         }
-        let caller = authenticate(&state, &method, &uri, &headers, &body).await?;
+        let caller = authenticate(&state, &method, &uri, &headers, &body, &target).await?;
         tracing::Span::current().record("account", caller.account.as_str());
         if let Some(op) = target.strip_prefix(crate::native::TARGET_PREFIX) {
             if caller.license.is_some() {
@@ -80,7 +89,9 @@ pub async fn handle(
                     BEARER_OPERATIONS.join(", ")
                 )));
             }
-            return crate::native::dispatch(&state, &caller, op, parse_body(&body)?).await;
+            return crate::native::dispatch(&state, &caller, op, parse_body(&body)?)
+                .await
+                .map(|v| v.to_string());
         }
         let op = target.strip_prefix(TARGET_PREFIX).ok_or_else(|| {
             ApiError::UnknownOperation(format!(
@@ -93,17 +104,29 @@ pub async fn handle(
                 BEARER_OPERATIONS.join(", ")
             )));
         }
-        let input = parse_body(&body)?;
-        dispatch(&state, &caller, op, input).await
+        let answer = match op {
+            "CheckoutLicense" => consumption::checkout_license(&state, &caller, &body).await,
+            "CheckInLicense" => consumption::check_in_license(&state, &caller, &body).await,
+            "ExtendLicenseConsumption" => consumption::extend_license_consumption(&state, &caller, &body).await,
+            _ => match parse_body(&body) {
+                Ok(input) => dispatch(&state, &caller, op, input).await.map(|v| v.to_string()),
+                Err(e) => Err(e),
+            },
+        };
+        if let (Err(ApiError::UnrecognizedClient(_)), Some(key)) = (&answer, &caller.key) {
+            // Revoked since it was cached: its next request reads the store.
+            state.keys_seen.forget(key);
+        }
+        answer
     }
     .instrument(span.clone())
     .await;
     let mut response = match result {
-        Ok(v) => ([("content-type", "application/x-amz-json-1.1")], v.to_string()).into_response(),
+        Ok(text) => ([("content-type", "application/x-amz-json-1.1")], text).into_response(),
         Err(e) => {
             span.in_scope(|| match &e {
                 ApiError::Internal(_) => {
-                    tracing::error!(error = %e, kind = e.name(), "request failed")
+                    tracing::error!(request_id = %request_id, target = %target, error = %e, kind = e.name(), "request failed")
                 }
                 _ => tracing::debug!(kind = e.name(), "request refused"),
             });
@@ -114,6 +137,28 @@ pub async fn handle(
         response.headers_mut().insert("x-amzn-requestid", v);
     }
     response
+}
+
+/// Reads an operation's input straight from the body into its shape; the
+/// errors are parse_body's and parse's.
+pub(crate) fn parse_bytes<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace());
+    let body: &[u8] = match start {
+        None => b"{}",
+        Some(i) if body[i] == b'{' => body,
+        Some(_) => return Err(ApiError::Serialization("the request body must be a JSON object".into())),
+    };
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::Serialization(format!("the request does not match the operation's shape: {e}"))
+        }
+        _ => ApiError::Serialization(format!("the request body is not valid JSON: {e}")),
+    })
+}
+
+/// An answer's JSON text.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<String> {
+    serde_json::to_string(v).map_err(|e| ApiError::Internal(format!("the answer could not be written: {e}")))
 }
 
 fn parse_body(body: &[u8]) -> ApiResult<Value> {
@@ -134,6 +179,7 @@ async fn authenticate(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
+    target: &str,
 ) -> ApiResult<Caller> {
     if let Some(token) = headers
         .get("authorization")
@@ -142,60 +188,10 @@ async fn authenticate(
     {
         return tokens::authenticate_bearer(state, token.trim()).await;
     }
-    let pairs: Vec<(String, String)> = headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let (auth, amz_date) = sigv4::check_request(&pairs, state.clock.wall()).map_err(auth_error)?;
-    if headers.contains_key("x-amz-security-token") {
-        return Err(ApiError::UnrecognizedClient(
-            "The security token included in the request is invalid: Tessera issues no temporary credentials".into(),
-        ));
-    }
-    let payload_hash = sigv4::sha256_hex(body);
-    if let Some(claimed) = headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()) {
-        if claimed != payload_hash && claimed != "UNSIGNED-PAYLOAD" {
-            return Err(ApiError::InvalidSignature(
-                "The provided x-amz-content-sha256 header does not match what was computed.".into(),
-            ));
-        }
-    }
-    let key = state
-        .store
-        .access_key(&auth.scope.access_key_id)
-        .await?
-        .filter(|k| k.active)
-        .ok_or_else(|| {
-            ApiError::UnrecognizedClient(format!(
-                "The security token included in the request is invalid: access key {} is unknown or revoked",
-                auth.scope.access_key_id
-            ))
-        })?;
-    let req = RequestParts {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query().unwrap_or(""),
-        headers: &pairs,
-        payload_hash: &payload_hash,
-    };
-    sigv4::verify_signature(&auth, &amz_date, &req, &key.secret).map_err(auth_error)?;
-    Ok(Caller {
-        account: key.account_id,
-        license: None,
-    })
-}
-
-fn auth_error(e: AuthError) -> ApiError {
-    match e {
-        AuthError::Missing(m) => ApiError::MissingAuthenticationToken(m),
-        AuthError::Incomplete(m) => ApiError::IncompleteSignature(m),
-        AuthError::Invalid(m) => ApiError::InvalidSignature(m),
-    }
+    let hot = target
+        .strip_prefix(TARGET_PREFIX)
+        .is_some_and(|op| BEARER_OPERATIONS.contains(&op));
+    auth::sigv4(state, method, uri, headers, body, hot).await
 }
 
 async fn dispatch(state: &SharedState, caller: &Caller, op: &str, input: Value) -> ApiResult<Value> {
@@ -208,10 +204,7 @@ async fn dispatch(state: &SharedState, caller: &Caller, op: &str, input: Value) 
         "ListReceivedLicenses" => licenses::list_received_licenses(state, account, input).await,
         "ListLicenseVersions" => licenses::list_license_versions(state, account, input).await,
         "DeleteLicense" => licenses::delete_license(state, account, input).await,
-        "CheckoutLicense" => consumption::checkout_license(state, caller, input).await,
         "CheckoutBorrowLicense" => consumption::checkout_borrow_license(state, caller, input).await,
-        "CheckInLicense" => consumption::check_in_license(state, caller, input).await,
-        "ExtendLicenseConsumption" => consumption::extend_license_consumption(state, caller, input).await,
         "GetLicenseUsage" => consumption::get_license_usage(state, account, input).await,
         "CreateGrant" => grants::create_grant(state, account, input).await,
         "AcceptGrant" => grants::accept_grant(state, account, input).await,

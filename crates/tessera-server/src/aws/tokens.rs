@@ -232,6 +232,7 @@ pub async fn authenticate_bearer(state: &SharedState, token: &str) -> ApiResult<
     Ok(Caller {
         account,
         license: Some(license.to_owned()),
+        key: None,
     })
 }
 
