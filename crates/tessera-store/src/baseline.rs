@@ -93,20 +93,25 @@ impl RawCounter {
     /// One autocommitted conditional `UPDATE` of a counter; true if it changed a row.
     async fn update(&self, set: &str, condition: &str, license_arn: &str, entitlement: &str) -> Result<bool> {
         // `$1` and `$2` read as positional parameters in both dialects.
-        let sql = format!("UPDATE entitlement_usage SET {set} WHERE license_arn = $1 AND name = $2 AND {condition}");
         let changed = match &self.pool {
-            Pool::Sqlite(pool) => sqlx::query(&sql)
-                .bind(license_arn)
-                .bind(entitlement)
-                .execute(pool)
-                .await?
-                .rows_affected(),
-            Pool::Pg(pool) => sqlx::query(&sql)
-                .bind(license_arn)
-                .bind(entitlement)
-                .execute(pool)
-                .await?
-                .rows_affected(),
+            // SQLite keeps counts in usage_counts, apart from the limits in entitlement_usage.
+            Pool::Sqlite(pool) => sqlx::query(&format!(
+                "UPDATE usage_counts SET {set} FROM entitlement_usage u \
+                 WHERE u.usage_id = usage_counts.usage_id AND u.license_arn = $1 AND u.name = $2 AND {condition}"
+            ))
+            .bind(license_arn)
+            .bind(entitlement)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Pool::Pg(pool) => sqlx::query(&format!(
+                "UPDATE entitlement_usage SET {set} WHERE license_arn = $1 AND name = $2 AND {condition}"
+            ))
+            .bind(license_arn)
+            .bind(entitlement)
+            .execute(pool)
+            .await?
+            .rows_affected(),
         };
         Ok(changed > 0)
     }

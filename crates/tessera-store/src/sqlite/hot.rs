@@ -80,8 +80,8 @@ struct LicenseState {
 /// A counted entitlement's counter as the transaction currently has it.
 #[derive(Clone, Copy)]
 struct Counter {
-    /// The counter's row, to write it back without a lookup by name.
-    rowid: i64,
+    /// The counter's row in `usage_counts`.
+    usage_id: i64,
     consumed: i64,
     max_count: Option<i64>,
     overage: bool,
@@ -304,13 +304,12 @@ fn begin(ctx: &mut Ctx) -> rusqlite::Result<()> {
 /// Writes the counters the batch changed, then commits.
 fn commit(ctx: &mut Ctx) -> rusqlite::Result<()> {
     {
-        // The batch's memory and connection hold the same state: the rows are still the ones read.
         let mut update = ctx
             .conn
-            .prepare_cached("UPDATE entitlement_usage SET consumed = ?1 WHERE rowid = ?2")?;
+            .prepare_cached("UPDATE usage_counts SET consumed = ?1 WHERE usage_id = ?2")?;
         for key in ctx.mem.dirty.drain() {
             if let Some(c) = ctx.mem.counters.get(&key) {
-                update.execute(params![c.consumed, c.rowid])?;
+                update.execute(params![c.consumed, c.usage_id])?;
             }
         }
     }
@@ -704,11 +703,12 @@ impl Ctx {
         let c = self
             .conn
             .prepare_cached(
-                "SELECT rowid, consumed, max_count, overage FROM entitlement_usage WHERE license_arn = ?1 AND name = ?2",
+                "SELECT u.usage_id, c.consumed, u.max_count, u.overage FROM entitlement_usage u \
+                 JOIN usage_counts c ON c.usage_id = u.usage_id WHERE u.license_arn = ?1 AND u.name = ?2",
             )?
             .query_row(params![arn, name], |r| {
                 Ok(Counter {
-                    rowid: r.get(0)?,
+                    usage_id: r.get(0)?,
                     consumed: r.get(1)?,
                     max_count: r.get(2)?,
                     overage: r.get(3)?,
@@ -1153,7 +1153,8 @@ pub(super) fn license_usage(ctx: &mut Ctx, arn: &str, now: OffsetDateTime) -> Re
     let rows: Vec<(String, String, i64, Option<i64>)> = ctx
         .conn
         .prepare_cached(
-            "SELECT name, unit, consumed, max_count FROM entitlement_usage WHERE license_arn = ?1 ORDER BY rowid",
+            "SELECT u.name, u.unit, c.consumed, u.max_count FROM entitlement_usage u \
+             JOIN usage_counts c ON c.usage_id = u.usage_id WHERE u.license_arn = ?1 ORDER BY u.usage_id",
         )?
         .query_map(params![arn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;

@@ -111,7 +111,8 @@ async fn insert_access_key(tx: &mut Transaction<'_, Sqlite>, k: &AccessKey) -> R
     Ok(())
 }
 
-/// Brings `entitlement_usage` in line with a license version's counted entitlements.
+/// Brings `entitlement_usage` (and each row's count in `usage_counts`) in line
+/// with a license version's counted entitlements.
 async fn sync_usage(tx: &mut Transaction<'_, Sqlite>, license: &License, reset: bool) -> Result<()> {
     let arn = &license.license_arn;
     let counted: Vec<_> = license.entitlements.iter().filter(|e| e.is_counted()).collect();
@@ -125,10 +126,11 @@ async fn sync_usage(tx: &mut Transaction<'_, Sqlite>, license: &License, reset: 
         }
         del.push(")");
     }
+    // Their counts go with them (ON DELETE CASCADE).
     del.build().execute(&mut **tx).await?;
     for e in counted {
         sqlx::query(
-            "INSERT INTO entitlement_usage (license_arn, name, unit, max_count, overage, consumed) VALUES (?, ?, ?, ?, ?, 0) \
+            "INSERT INTO entitlement_usage (license_arn, name, unit, max_count, overage) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (license_arn, name) DO UPDATE SET unit = excluded.unit, max_count = excluded.max_count, overage = excluded.overage",
         )
         .bind(arn)
@@ -138,12 +140,24 @@ async fn sync_usage(tx: &mut Transaction<'_, Sqlite>, license: &License, reset: 
         .bind(e.overage())
         .execute(&mut **tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO usage_counts (usage_id, consumed) \
+             SELECT usage_id, 0 FROM entitlement_usage WHERE license_arn = ? AND name = ? \
+             ON CONFLICT (usage_id) DO NOTHING",
+        )
+        .bind(arn)
+        .bind(&e.name)
+        .execute(&mut **tx)
+        .await?;
     }
     if reset {
-        sqlx::query("UPDATE entitlement_usage SET consumed = 0 WHERE license_arn = ?")
-            .bind(arn)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "UPDATE usage_counts SET consumed = 0 \
+             WHERE usage_id IN (SELECT usage_id FROM entitlement_usage WHERE license_arn = ?)",
+        )
+        .bind(arn)
+        .execute(&mut **tx)
+        .await?;
         sqlx::query("UPDATE licenses SET usage_epoch = usage_epoch + 1 WHERE license_arn = ?")
             .bind(arn)
             .execute(&mut **tx)
