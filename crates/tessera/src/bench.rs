@@ -299,12 +299,18 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
                 v["endpoint"] = json!(servers[i].endpoint);
                 v["clients"] = json!((0..args.clients).filter(|c| c % args.replicas == i).count());
                 v["peak_rss_mb"] = json!(http.peak_rss[i].map(mb));
+                // This replica's share of the window's checkouts, by its clients' share of all.
+                let all = (http.total.ok + http.total.refused).max(1) as f64;
+                let mine = ((t.ok + t.refused) as f64 / all * http.window_checkouts as f64) as u64;
+                v["server_cpu_us"] = json!(per_checkout(http.cpu.servers[i], mine));
                 v
             })
             .collect();
         let total_rss: Option<u64> = http.peak_rss.iter().copied().sum();
         let mut http_doc = http.total.summary(http.elapsed);
         http_doc["peak_rss_mb"] = json!(total_rss.map(mb));
+        http_doc["cpu"] = cpu_doc(&http);
+        http_doc["server_cpu_us"] = http_doc["cpu"]["server_us_per_checkout"].clone();
         http_doc["max_in_flight"] = json!(in_flight.max());
         http_doc["replicas"] = Value::Array(replicas);
         let mut base_doc = base.total.summary(base.elapsed);
@@ -382,6 +388,27 @@ async fn checkout_and_check_in(
         return Err(ClientError::from_answer(answer.status, answer.body).to_string());
     }
     Ok(true)
+}
+
+/// Where the CPU went during an HTTP measurement, per checkout.
+fn cpu_doc(m: &Measured) -> Value {
+    let n = m.window_checkouts;
+    let servers: Option<f64> = m.cpu.servers.iter().copied().sum();
+    let machine = per_checkout(m.cpu.machine_busy, n);
+    let busy = match (m.cpu.machine_busy, m.cpu.machine_all) {
+        (Some(b), Some(a)) if a > 0.0 => Some(b / a),
+        _ => None,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    json!({
+        "server_us_per_checkout": per_checkout(servers, n),
+        "client_us_per_checkout": per_checkout(m.cpu.clients, n),
+        "machine_us_per_checkout": machine,
+        "machine_busy_pct": busy.map(|b| round(b * 100.0, 1)),
+        "cores": cores,
+        // The rate if every core were busy at this cost per checkout.
+        "at_full_cpu_per_sec": machine.filter(|u| *u > 0.0).map(|u| (cores as f64 * 1e6 / u).round() as u64),
+    })
 }
 
 /// Which license client `c` uses on its `n`th loop.
@@ -571,6 +598,81 @@ struct Measured {
     groups: Vec<Tally>,
     /// Peak resident set in bytes of each process in `pids`, if it could be read.
     peak_rss: Vec<Option<u64>>,
+    /// CPU seconds used during the measurement window, where /proc has them.
+    cpu: CpuUse,
+    /// Checkouts (loops) completed in that window.
+    window_checkouts: u64,
+}
+
+/// CPU seconds used over a measurement: by each process in `pids`, by this
+/// process (the clients), and by the whole machine (busy and in all, over
+/// every core, including the database's and the kernel's).
+#[derive(Default)]
+struct CpuUse {
+    servers: Vec<Option<f64>>,
+    clients: Option<f64>,
+    machine_busy: Option<f64>,
+    machine_all: Option<f64>,
+}
+
+/// /proc reports CPU time in USER_HZ ticks, 100 per second on Linux.
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU ticks (user + system, all threads) of process `pid`.
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields count from after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// (busy, all) CPU ticks of the whole machine since boot.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let all: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    Some((all - idle, all))
+}
+
+struct CpuMark {
+    servers: Vec<Option<u64>>,
+    own: Option<u64>,
+    machine: Option<(u64, u64)>,
+}
+
+impl CpuMark {
+    fn now(pids: &[u32]) -> Self {
+        Self {
+            servers: pids.iter().map(|p| process_ticks(*p)).collect(),
+            own: process_ticks(std::process::id()),
+            machine: machine_ticks(),
+        }
+    }
+
+    fn since(&self, before: &CpuMark) -> CpuUse {
+        let secs = |a: Option<u64>, b: Option<u64>| Some(a?.checked_sub(b?)? as f64 / TICKS_PER_SEC);
+        CpuUse {
+            servers: self
+                .servers
+                .iter()
+                .zip(&before.servers)
+                .map(|(a, b)| secs(*a, *b))
+                .collect(),
+            clients: secs(self.own, before.own),
+            machine_busy: secs(self.machine.map(|m| m.0), before.machine.map(|m| m.0)),
+            machine_all: secs(self.machine.map(|m| m.1), before.machine.map(|m| m.1)),
+        }
+    }
+}
+
+/// Microseconds of CPU per checkout, from CPU seconds and a count of checkouts.
+fn per_checkout(secs: Option<f64>, checkouts: u64) -> Option<f64> {
+    (checkouts > 0).then_some(round(secs? * 1e6 / checkouts as f64, 1))
 }
 
 /// Runs `clients` loops of `op` for `seconds`, sampling the resident memory of
@@ -597,6 +699,7 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut peak_rss: Vec<Option<u64>> = pids.iter().map(|p| rss_bytes(*p)).collect();
+    let cpu_before = CpuMark::now(pids);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for (c, state) in states.into_iter().enumerate().take(clients) {
@@ -641,6 +744,9 @@ where
         progress.set_position(started.elapsed().as_secs().min(seconds));
         progress.set_message(format!("{label}: {} checkouts", done.load(Ordering::Relaxed)));
     }
+    // CPU is counted over the fixed window; loops finishing after it are few and short.
+    let cpu = CpuMark::now(pids).since(&cpu_before);
+    let window_checkouts = done.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let mut total = Tally::new();
     let mut by_group: Vec<Tally> = (0..groups).map(|_| Tally::new()).collect();
@@ -666,6 +772,8 @@ where
         total,
         groups: by_group,
         peak_rss,
+        cpu,
+        window_checkouts,
     }
 }
 
@@ -786,6 +894,7 @@ fn print_table(doc: &Value) {
         "errors",
         "p50 ms",
         "p99 ms",
+        "server CPU µs",
         "peak RSS MB",
         "vs raw baseline",
     ]);
@@ -803,6 +912,7 @@ fn print_table(doc: &Value) {
             num(&r["errors"]),
             num(&r["p50_ms"]),
             num(&r["p99_ms"]),
+            num(&r["server_cpu_us"]),
             num(&r["peak_rss_mb"]),
             ratio,
         ]
@@ -834,6 +944,20 @@ fn print_table(doc: &Value) {
             if let Some(e) = part["first_error"].as_str() {
                 notes.push(format!("{}: first error: {e}", s["scenario"].as_str().unwrap_or("")));
             }
+        }
+        let cpu = &s["http"]["cpu"];
+        if cpu["machine_us_per_checkout"].is_number() {
+            notes.push(format!(
+                "{}: CPU per checkout: servers {} µs, clients {} µs, whole machine {} µs ({}% of {} cores busy); \
+                 at full CPU that is about {} checkouts/s",
+                s["scenario"].as_str().unwrap_or(""),
+                num(&cpu["server_us_per_checkout"]),
+                num(&cpu["client_us_per_checkout"]),
+                num(&cpu["machine_us_per_checkout"]),
+                num(&cpu["machine_busy_pct"]),
+                num(&cpu["cores"]),
+                num(&cpu["at_full_cpu_per_sec"]),
+            ));
         }
         if s["scenario"] == "hot" {
             notes.push(format!(
