@@ -41,7 +41,6 @@ fn sqlite_and_postgres_migrations_have_the_same_versions_and_names() {
 async fn sqlite_counters_survive_the_move_to_usage_counts() {
     use crate::helpers::{checkout_cmd, fixture, now, seats_in_use};
     use sqlx::{Connection, Executor, SqliteConnection};
-    use tessera_store::Store;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("tessera.db");
