@@ -15,6 +15,7 @@ from harness import (
     JSON_CT,
     assert_wire_error,
     checkout,
+    consumed,
     expect_error,
     signed_post,
     unsigned_post,
@@ -81,6 +82,28 @@ def test_revoked_access_key(world):
     expect_error("UnrecognizedClientException", client.list_received_licenses)
     # the account's other key still works
     world.c.list_received_licenses()
+
+
+def test_key_revoked_between_checkout_and_check_in(world):
+    """The server keeps what it learned of a key (its account and secret);
+    whether the key is still active is settled by each write itself, so a
+    revocation by another process is honoured by the very next checkout,
+    check-in or extension."""
+    arn, req = world.create_license()
+    key = world.server.create_key(world.customer.account_id)
+    client = world.server.client(key)
+    sku, fp = req["ProductSKU"], world.fingerprint()
+    first = checkout(client, sku, fp)
+    client.extend_license_consumption(LicenseConsumptionToken=first["LicenseConsumptionToken"])
+    world.server.revoke_key(key.access_key_id)
+    expect_error("UnrecognizedClientException", lambda: checkout(client, sku, fp))
+    expect_error("UnrecognizedClientException", client.check_in_license,
+                 LicenseConsumptionToken=first["LicenseConsumptionToken"])
+    expect_error("UnrecognizedClientException", client.extend_license_consumption,
+                 LicenseConsumptionToken=first["LicenseConsumptionToken"])
+    assert consumed(world.v, arn) == "1", "a refused write takes and returns nothing"
+    world.c.check_in_license(LicenseConsumptionToken=first["LicenseConsumptionToken"])
+    assert consumed(world.v, arn) == "0"
 
 
 def test_missing_authorization(world):
