@@ -10,7 +10,8 @@
 //!
 //! 1. BEGIN, and the advisory lock of every ClientToken in the batch, in key
 //!    order ([`begin_sql`]);
-//! 2. one statement ([`load_sql`]) that locks and reads, in this order, the
+//! 2. one statement ([`load_sql`]) that reads which of the access keys the
+//!    writes carry are active, then locks and reads, in this order, the
 //!    consumptions checked in or extended (`FOR UPDATE`, token order); reads
 //!    the consumptions that the ClientTokens replay (after the advisory locks
 //!    were granted, so a concurrent first attempt has committed); locks the
@@ -361,12 +362,11 @@ fn is_answer(e: &StoreError) -> bool {
 /// Runs every job against the batch's locked state and writes the outcome;
 /// the caller commits. An `Err` fails the whole batch.
 async fn apply(tx: &mut Transaction<'_, Postgres>, jobs: &[Job]) -> Result<Vec<Result<Done>>> {
-    let active = active_keys(tx, jobs).await?;
     let mut s = State::load(tx, jobs).await?;
     let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
         let now = job.now;
-        if let Some(key) = job.op.key().filter(|k| !active.contains(*k)) {
+        if let Some(key) = job.op.key().filter(|k| !s.active_keys.contains(*k)) {
             answers.push(Err(key_refused(key)));
             continue;
         }
@@ -400,23 +400,6 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, jobs: &[Job]) -> Result<Vec<R
     }
     s.write(tx).await?;
     Ok(answers)
-}
-
-/// Which of the access keys the batch's writes name are active, read in the
-/// batch's transaction (one statement, and none when no write names a key).
-async fn active_keys(tx: &mut Transaction<'_, Postgres>, jobs: &[Job]) -> Result<HashSet<String>> {
-    let mut keys: Vec<&str> = jobs.iter().filter_map(|j| j.op.key()).collect();
-    if keys.is_empty() {
-        return Ok(HashSet::new());
-    }
-    keys.sort_unstable();
-    keys.dedup();
-    let rows: Vec<String> =
-        sqlx::query_scalar("SELECT access_key_id FROM access_keys WHERE access_key_id = ANY($1) AND active")
-            .bind(&keys)
-            .fetch_all(&mut **tx)
-            .await?;
-    Ok(rows.into_iter().collect())
 }
 
 struct Lic {
@@ -463,6 +446,8 @@ struct State {
     earlier: HashMap<(String, String), Earlier>,
     grants: HashMap<(AccountId, String, AllowedOperation), bool>,
     created: Vec<Created>,
+    /// Of the access keys the writes name, those active now.
+    active_keys: HashSet<String>,
 }
 
 /// What a batch asks for, as the arrays its statements take.
@@ -482,6 +467,8 @@ struct Wanted {
     fingerprints: Vec<String>,
     /// The latest business time of a checkout or borrow: expiry runs as of then.
     draw_now: Option<OffsetDateTime>,
+    /// Access keys the writes are to confirm.
+    access_keys: Vec<String>,
 }
 
 impl Wanted {
@@ -490,6 +477,9 @@ impl Wanted {
         let mut keys: Vec<(String, String)> = Vec::new();
         let mut products: Vec<(String, String)> = Vec::new();
         for job in jobs {
+            if let Some(k) = job.op.key() {
+                w.access_keys.push(k.to_owned());
+            }
             match &job.op {
                 Op::Checkout(cmd) => {
                     keys.push((cmd.caller.to_string(), cmd.client_token.clone()));
@@ -508,7 +498,7 @@ impl Wanted {
                 Op::Extend { token, .. } => w.tokens.push(token.clone()),
             }
         }
-        for v in [&mut w.tokens, &mut w.checked_in, &mut w.borrowed] {
+        for v in [&mut w.tokens, &mut w.checked_in, &mut w.borrowed, &mut w.access_keys] {
             v.sort();
             v.dedup();
         }
@@ -602,6 +592,9 @@ const LOAD_COLUMNS: [(&str, &str); 25] = [
 /// One statement for everything a batch reads and locks, in the order its
 /// parts run (UNION ALL runs its branches one after the other):
 ///
+/// 0. `key`: of the access keys the writes are to confirm ($9), those active
+///    (READ COMMITTED: as of this statement, so a revocation committed before
+///    it is seen; nothing is locked);
 /// 1. `held`: the consumptions checked in or extended ($1), `FOR UPDATE` in token order;
 /// 2. `earlier`: the consumptions of the batch's (consumer, ClientToken) pairs
 ///    ($2, $3), read after the advisory locks were granted, so a concurrent
@@ -646,6 +639,13 @@ fn load_sql(w: &Wanted) -> String {
     }
     let mut ctes = Vec::new();
     let mut parts = Vec::new();
+    if !w.access_keys.is_empty() {
+        parts.push(branch(
+            "key",
+            &["token"],
+            "(SELECT access_key_id AS token FROM access_keys WHERE access_key_id = ANY($9) AND active) AS s",
+        ));
+    }
     if !drawn_from.is_empty() {
         ctes.push(format!("drawn_from AS MATERIALIZED ({})", drawn_from.join(" UNION ")));
     }
@@ -763,6 +763,7 @@ impl State {
             .bind(&w.fingerprints)
             .bind(&w.checked_in)
             .bind(w.draw_now.map(to_millis))
+            .bind(&w.access_keys)
             .fetch_all(&mut **tx)
             .await?;
         let mut s = State::default();
@@ -777,6 +778,9 @@ impl State {
         for row in &rows {
             let kind: &str = row.try_get("kind")?;
             match kind {
+                "key" => {
+                    s.active_keys.insert(row.try_get("token")?);
+                }
                 "held" => {
                     let c = consumption_of(row)?;
                     let epoch = row.try_get("usage_epoch")?;
