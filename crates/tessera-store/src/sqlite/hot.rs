@@ -144,6 +144,8 @@ pub(super) struct Ctx {
     mem: Memory,
     /// `PRAGMA data_version` when `mem` was last known to match the database.
     data_version: i64,
+    /// When a batch last found that another connection had committed.
+    others_seen: Option<std::time::Instant>,
 }
 
 /// Runs after the batch's COMMIT: `None` if it succeeded, else why not.
@@ -171,9 +173,20 @@ pub(super) struct Hot {
     readers: StdMutex<Vec<Connection>>,
 }
 
+/// Waits for another process's lock in short steps (at most 2 ms, about 30 s
+/// in all), where SQLite's own timeout sleeps up to 100 ms at a time: another
+/// server process on the same file holds the lock for a batch, a millisecond or two.
+fn wait_for_lock(attempts: i32) -> bool {
+    const MAX_STEP_US: u64 = 2_000;
+    const ATTEMPTS: i32 = 15_000;
+    let step = (100 * (attempts.max(0) as u64 + 1)).min(MAX_STEP_US);
+    std::thread::sleep(Duration::from_micros(step));
+    attempts < ATTEMPTS
+}
+
 fn connect(path: &Path, flags: OpenFlags) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.busy_handler(Some(wait_for_lock))?;
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -199,6 +212,7 @@ impl Hot {
             docs: HashMap::new(),
             mem: Memory::default(),
             data_version: -1,
+            others_seen: None,
         };
         let (jobs, rx) = mpsc::channel();
         let log = Log {
@@ -295,10 +309,22 @@ fn begin(ctx: &mut Ctx) -> rusqlite::Result<()> {
         .prepare_cached("PRAGMA data_version")?
         .query_row([], |r| r.get(0))?;
     if version != ctx.data_version {
+        if ctx.data_version != -1 {
+            ctx.others_seen = Some(std::time::Instant::now());
+        }
         ctx.mem = Memory::default();
         ctx.data_version = version;
     }
     Ok(())
+}
+
+impl Ctx {
+    /// Whether another connection has been writing lately (another server
+    /// process on the file, say): then the write lock is not held longer than
+    /// a batch needs, since they wait for it.
+    fn shared(&self) -> bool {
+        self.others_seen.is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+    }
 }
 
 /// Writes the counters the batch changed, then commits.
@@ -398,7 +424,8 @@ fn run_jobs(ctx: &mut Ctx, writes: &mut VecDeque<Job>, done: &mut Vec<Completion
 /// transaction. While the sync thread is still flushing the previous commit,
 /// a commit now would wait for the next flush anyway, so the transaction stays
 /// open and takes the writes that arrive meanwhile; it commits when the flush
-/// is done, and the next flush covers all of it. A write refused by the rules
+/// is done, and the next flush covers all of it (unless other connections
+/// have been writing lately: they would wait for the lock meanwhile). A write refused by the rules
 /// changes nothing. If the commit fails, every write of the batch is answered
 /// with the failure.
 fn writer(mut ctx: Ctx, rx: mpsc::Receiver<Job>, gate: Arc<Mutex<()>>, log: Log) {
@@ -418,7 +445,7 @@ fn writer(mut ctx: Ctx, rx: mpsc::Receiver<Job>, gate: Arc<Mutex<()>>, log: Log)
         let mut done: Vec<Completion> = Vec::with_capacity(64);
         loop {
             run_jobs(&mut ctx, &mut writes, &mut done);
-            if !log.flushes.pending() || done.len() >= MAX_BATCH {
+            if !log.flushes.pending() || done.len() >= MAX_BATCH || ctx.shared() {
                 break;
             }
             // Woken by the sync thread when its flush ends, or by a new write.

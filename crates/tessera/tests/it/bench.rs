@@ -61,6 +61,20 @@ fn check(doc: &Value, replicas: u64, scenarios: &[&str]) {
         assert_eq!(s["consumed_after"], 0, "{s}");
         assert_eq!(s["limit_exact"], true, "{s}");
         assert!(s["max_in_flight"].as_u64().expect("max in flight") <= s["seats_per_license"].as_u64().expect("seats"));
+        if cfg!(target_os = "linux") {
+            // CPU per checkout, read from /proc over the measurement.
+            let cpu = &s["http"]["cpu"];
+            for k in [
+                "server_us_per_checkout",
+                "client_us_per_checkout",
+                "machine_us_per_checkout",
+            ] {
+                assert!(cpu[k].as_f64().unwrap_or(0.0) > 0.0, "{k}: {cpu}");
+            }
+            let busy = cpu["machine_busy_pct"].as_f64().expect("busy %");
+            assert!(busy > 0.0 && busy <= 100.0, "{cpu}");
+            assert!(cpu["at_full_cpu_per_sec"].as_u64().unwrap_or(0) > 0, "{cpu}");
+        }
         let per_replica = s["http"]["replicas"].as_array().expect("per-replica results");
         assert_eq!(per_replica.len() as u64, replicas, "{s}");
         let sum: u64 = per_replica.iter().map(|r| r["granted"].as_u64().unwrap_or(0)).sum();
