@@ -4,8 +4,31 @@
 pub mod wire;
 
 use serde_json::Value;
-use tessera_sigv4::{sha256_hex, sign, RequestParts};
+use tessera_sigv4::{sha256_hex, RequestParts, Signer};
 use time::OffsetDateTime;
+
+/// The awsJson1_1 content type of every request.
+pub(crate) const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// Signs `POST /` of a JSON `body` for `X-Amz-Target: target` on `host`
+/// (content-type, host and x-amz-target signed); returns the `x-amz-date` and
+/// `authorization` header values.
+pub(crate) fn sign_json_post(signer: &mut Signer, host: &str, target: &str, body: &[u8]) -> (String, String) {
+    let headers = [
+        ("content-type", JSON_CONTENT_TYPE),
+        ("host", host),
+        ("x-amz-target", target),
+    ];
+    let hash = sha256_hex(body);
+    let req = RequestParts {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &headers,
+        payload_hash: &hash,
+    };
+    signer.sign(&req, OffsetDateTime::now_utc())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -103,35 +126,16 @@ impl Client {
     }
 
     async fn send(&self, target: String, payload: String) -> Result<Value, ClientError> {
-        let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
-            ("host", self.host.as_str()),
-            ("x-amz-target", target.as_str()),
-        ];
-        let hash = sha256_hex(payload.as_bytes());
-        let req = RequestParts {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &headers,
-            payload_hash: &hash,
-        };
-        let auth = sign(
-            &req,
-            &self.creds.access_key_id,
-            &self.creds.secret_access_key,
-            &self.region,
-            OffsetDateTime::now_utc(),
-        );
-        let mut rb = self.http.post(format!("{}/", self.endpoint)).body(payload);
-        for (k, v) in headers {
-            if k != "host" {
-                rb = rb.header(k, v);
-            }
-        }
-        for (k, v) in &auth {
-            rb = rb.header(k.as_str(), v.as_str());
-        }
+        let mut signer = Signer::new(&self.creds.access_key_id, &self.creds.secret_access_key, &self.region);
+        let (date, authorization) = sign_json_post(&mut signer, &self.host, &target, payload.as_bytes());
+        let rb = self
+            .http
+            .post(format!("{}/", self.endpoint))
+            .body(payload)
+            .header("content-type", JSON_CONTENT_TYPE)
+            .header("x-amz-target", target)
+            .header("x-amz-date", date)
+            .header("authorization", authorization);
         let resp = rb.send().await?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await?;

@@ -8,8 +8,7 @@
 
 use std::io::Write as _;
 
-use tessera_sigv4::{RequestParts, Signer};
-use time::OffsetDateTime;
+use tessera_sigv4::Signer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -82,27 +81,15 @@ impl Connection {
     }
 
     fn encode(&mut self, target: &str, body: &[u8]) {
-        let hash = tessera_sigv4::sha256_hex(body);
-        let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
-            ("host", self.addr.as_str()),
-            ("x-amz-target", target),
-        ];
-        let req = RequestParts {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &headers,
-            payload_hash: &hash,
-        };
-        let (date, authorization) = self.signer.sign(&req, OffsetDateTime::now_utc());
+        let (date, authorization) = crate::sign_json_post(&mut self.signer, &self.addr, target, body);
         self.out.clear();
         // Writing into a Vec cannot fail.
         let _ = write!(
             self.out,
-            "POST / HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-amz-json-1.1\r\nx-amz-target: {target}\r\n\
+            "POST / HTTP/1.1\r\nhost: {}\r\ncontent-type: {}\r\nx-amz-target: {target}\r\n\
              x-amz-date: {date}\r\nauthorization: {authorization}\r\ncontent-length: {}\r\n\r\n",
             self.addr,
+            crate::JSON_CONTENT_TYPE,
             body.len()
         );
         self.out.extend_from_slice(body);

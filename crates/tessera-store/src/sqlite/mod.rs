@@ -1,6 +1,8 @@
-//! The embedded SQLite backend: WAL, synchronous=FULL, one writer connection.
+//! The embedded SQLite backend: WAL, every acknowledged write on disk.
 //!
-//! All writes go through a single connection with `BEGIN IMMEDIATE`, so a
+//! The hot path's writes go through the writer thread of `hot`; the rest
+//! through one async connection (`synchronous=FULL`). Both write with `BEGIN
+//! IMMEDIATE` and take turns through a process-wide gate, so a
 //! read-check-update inside one transaction cannot interleave with another
 //! writer in this process, and other processes (the CLI) wait on the lock.
 
