@@ -118,7 +118,9 @@ struct Memory {
 
 impl Memory {
     fn remember(&mut self, c: Consumption, epoch: i64) {
-        while self.recent.len() >= RECENT_CONSUMPTIONS {
+        // The order still holds tokens forgotten since (checked in, expired):
+        // it is trimmed from its oldest end, which also bounds the map.
+        while self.recent.len() >= RECENT_CONSUMPTIONS || self.recent_order.len() >= 2 * RECENT_CONSUMPTIONS {
             match self.recent_order.pop_front() {
                 Some(old) => {
                     self.recent.remove(&old);
@@ -131,8 +133,53 @@ impl Memory {
     }
 
     fn forget(&mut self, token: &str) {
-        // Its place in `recent_order` is skipped when it comes up.
+        // Its place in `recent_order` goes when the order is next trimmed.
         self.recent.remove(token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::consumption::ConsumptionStatus;
+
+    fn consumption(token: String) -> Consumption {
+        Consumption {
+            token,
+            license_arn: "arn".into(),
+            consumer: AccountId::parse("123456789012").expect("account"),
+            checkout_type: CheckoutType::Provisional,
+            allowed: Vec::new(),
+            draws: Vec::new(),
+            node_id: None,
+            beneficiary: None,
+            issued_at: OffsetDateTime::UNIX_EPOCH,
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+            status: ConsumptionStatus::Active,
+            product_sku: "sku".into(),
+            key_fingerprint: "fp".into(),
+            borrowed: false,
+            checkout_metadata: Vec::new(),
+        }
+    }
+
+    /// Checkouts checked in soon after, for a long time, keep memory bounded.
+    #[test]
+    fn recent_consumptions_stay_bounded_when_each_is_soon_forgotten() {
+        let mut mem = Memory::default();
+        for i in 0..10 * RECENT_CONSUMPTIONS {
+            let token = format!("t{i}");
+            mem.remember(consumption(token.clone()), 0);
+            if i % 10 != 0 {
+                mem.forget(&token);
+            }
+        }
+        assert!(mem.recent.len() <= RECENT_CONSUMPTIONS);
+        assert!(mem.recent_order.len() <= 2 * RECENT_CONSUMPTIONS);
+        // The newest kept one is still there; a forgotten one is not.
+        let last_kept = format!("t{}", 10 * RECENT_CONSUMPTIONS - 10);
+        assert!(mem.recent.contains_key(&last_kept));
+        assert!(!mem.recent.contains_key(&format!("t{}", 10 * RECENT_CONSUMPTIONS - 1)));
     }
 }
 
@@ -713,6 +760,10 @@ impl Ctx {
                 for (arn, version, epoch) in rows {
                     self.keep_license(&arn, LicenseState { version, epoch });
                     arns.push(arn);
+                }
+                if self.mem.by_product.len() >= LICENSE_STATES {
+                    // Products asked for that have no license are remembered too: bound them.
+                    self.mem.by_product.clear();
                 }
                 self.mem.by_product.insert(key, arns.clone());
                 arns
