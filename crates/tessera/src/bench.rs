@@ -267,6 +267,10 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
         let connections = (0..args.clients)
             .map(|c| wire::Connection::new(&servers[c % servers.len()].endpoint, &customer_creds))
             .collect::<Result<Vec<_>, _>>()?;
+        // On the hot license, the store's own count is watched while the clients race.
+        let stop_sampling = Arc::new(AtomicBool::new(false));
+        let sampler =
+            (sc.arns.len() == 1).then(|| sample_usage(customers[0].clone(), sc.arns[0].clone(), stop_sampling.clone()));
         let http = measure(
             args.clients,
             args.replicas,
@@ -285,6 +289,11 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
             },
         )
         .await;
+        stop_sampling.store(true, Ordering::SeqCst);
+        let sampled = match sampler {
+            Some(task) => Some(task.await.context("the usage sampler failed")??),
+            None => None,
+        };
         let consumed_after = consumed_total(&customers[0], &sc.arns, progress).await?;
         let max_in_flight = in_flight.max().max(base_max);
         let base_rate = base.total.rate(base.elapsed);
@@ -324,7 +333,11 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
             "ratio_to_baseline": if base_rate > 0.0 { round(http_rate / base_rate, 2) } else { 0.0 },
             "max_in_flight": max_in_flight,
             "consumed_after": consumed_after,
-            "limit_exact": max_in_flight <= sc.seats as u64 && consumed_after == 0,
+            "max_consumed_sampled": sampled.map(|(max, _)| max),
+            "usage_samples": sampled.map(|(_, n)| n),
+            "limit_exact": max_in_flight <= sc.seats as u64
+                && sampled.is_none_or(|(max, _)| max <= sc.seats as u64)
+                && consumed_after == 0,
         }));
     }
     drop(servers);
@@ -486,16 +499,7 @@ async fn consumed_total(client: &Client, arns: &[String], progress: &ProgressBar
         tasks.push(tokio::spawn(async move {
             let mut sum = 0u64;
             for arn in arns.iter().skip(w).step_by(WORKERS) {
-                let r = client
-                    .call("GetLicenseUsage", &json!({"LicenseArn": arn}))
-                    .await
-                    .with_context(|| format!("GetLicenseUsage {arn}"))?;
-                for u in r["LicenseUsage"]["EntitlementUsages"].as_array().into_iter().flatten() {
-                    let v = u["ConsumedValue"].as_str().unwrap_or("0");
-                    sum += v
-                        .parse::<u64>()
-                        .with_context(|| format!("GetLicenseUsage {arn}: ConsumedValue '{v}'"))?;
-                }
+                sum += consumed(&client, arn).await?;
             }
             anyhow::Ok(sum)
         }));
@@ -505,6 +509,40 @@ async fn consumed_total(client: &Client, arns: &[String], progress: &ProgressBar
         sum += t.await.context("a usage-reading task failed")??;
     }
     Ok(sum)
+}
+
+/// The units consumed of every entitlement of `arn`, read with GetLicenseUsage.
+async fn consumed(client: &Client, arn: &str) -> anyhow::Result<u64> {
+    let r = client
+        .call("GetLicenseUsage", &json!({"LicenseArn": arn}))
+        .await
+        .with_context(|| format!("GetLicenseUsage {arn}"))?;
+    let mut sum = 0;
+    for u in r["LicenseUsage"]["EntitlementUsages"].as_array().into_iter().flatten() {
+        let v = u["ConsumedValue"].as_str().unwrap_or("0");
+        sum += v
+            .parse::<u64>()
+            .with_context(|| format!("GetLicenseUsage {arn}: ConsumedValue '{v}'"))?;
+    }
+    Ok(sum)
+}
+
+/// Polls GetLicenseUsage on `arn` until `stop`: the most units the store
+/// reported consumed at once, and how many samples were taken.
+fn sample_usage(
+    client: Client,
+    arn: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<anyhow::Result<(u64, u64)>> {
+    tokio::spawn(async move {
+        let (mut max, mut samples) = (0u64, 0u64);
+        while !stop.load(Ordering::SeqCst) {
+            max = max.max(consumed(&client, &arn).await?);
+            samples += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        anyhow::Ok((max, samples))
+    })
 }
 
 /// Seats a client holds, counted client-side: up after a granted checkout, down
@@ -961,9 +999,11 @@ fn print_table(doc: &Value) {
         }
         if s["scenario"] == "hot" {
             notes.push(format!(
-                "hot: at most {} of {} seats held at once (seen by the clients); {} consumed after the run; limit exact: {}",
-                s["max_in_flight"],
+                "hot: at most {} of {} seats in use in {} GetLicenseUsage samples during the HTTP run; \
+                 {} consumed after the run; limit exact: {}",
+                s["max_consumed_sampled"],
                 s["seats_per_license"],
+                s["usage_samples"],
                 s["consumed_after"],
                 if s["limit_exact"] == true { "yes" } else { "NO" }
             ));
