@@ -55,6 +55,16 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+impl StoreError {
+    /// An access key that is unknown or revoked: one message, whether the
+    /// server's read of the key or a write's own confirmation finds it.
+    pub fn unknown_key(key: &str) -> Self {
+        Self::UnknownKey(format!(
+            "The security token included in the request is invalid: access key {key} is unknown or revoked"
+        ))
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

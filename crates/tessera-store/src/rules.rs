@@ -153,13 +153,6 @@ pub(crate) fn nothing_available(cmd: &CheckoutCommand, own_license_without_benef
     StoreError::NoEntitlements(msg)
 }
 
-/// An access key that is unknown or revoked when a write confirms it.
-pub(crate) fn key_refused(key: &str) -> StoreError {
-    StoreError::UnknownKey(format!(
-        "The security token included in the request is invalid: access key {key} is unknown or revoked"
-    ))
-}
-
 /// Whether `caller` issued license `arn`.
 fn issued_by(arn: &str, caller: &AccountId) -> bool {
     LicenseArn::parse("LicenseArn", arn)

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use axum::http::{HeaderMap, Method, Uri};
 use tessera_core::AccountId;
 use tessera_sigv4::{self as sigv4, AuthError, RequestParts, SigningKey};
+use tessera_store::StoreError;
 
 use super::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -28,24 +29,20 @@ struct KnownKey {
     account: AccountId,
     secret: String,
     /// The last signing key derived, for (date, region): clients sign with the
-    /// same scope all day, so one suffices.
+    /// same scope all day, so one suffices. (The service was checked before.)
     derived: Mutex<Option<(String, String, SigningKey)>>,
 }
 
 impl KnownKey {
-    fn signing_key(&self, date: &str, region: &str, service: &str) -> SigningKey {
+    fn signing_key(&self, date: &str, region: &str) -> SigningKey {
         if let Ok(derived) = self.derived.lock() {
-            if let Some((d, r, k)) = derived.as_ref() {
-                if d == date && r == region && service == sigv4::SERVICE {
-                    return *k;
-                }
+            if let Some((_, _, k)) = derived.as_ref().filter(|(d, r, _)| d == date && r == region) {
+                return *k;
             }
         }
-        let k = sigv4::signing_key(&self.secret, date, region, service);
-        if service == sigv4::SERVICE {
-            if let Ok(mut derived) = self.derived.lock() {
-                *derived = Some((date.to_owned(), region.to_owned(), k));
-            }
+        let k = sigv4::signing_key(&self.secret, date, region, sigv4::SERVICE);
+        if let Ok(mut derived) = self.derived.lock() {
+            *derived = Some((date.to_owned(), region.to_owned(), k));
         }
         k
     }
@@ -84,12 +81,6 @@ pub(super) fn auth_error(e: AuthError) -> ApiError {
         AuthError::Incomplete(m) => ApiError::IncompleteSignature(m),
         AuthError::Invalid(m) => ApiError::InvalidSignature(m),
     }
-}
-
-fn unknown_key(id: &str) -> ApiError {
-    ApiError::UnrecognizedClient(format!(
-        "The security token included in the request is invalid: access key {id} is unknown or revoked"
-    ))
 }
 
 /// Verifies a SigV4-signed request. `deferred`: the operation is a hot-path
@@ -133,7 +124,7 @@ pub(super) async fn sigv4(
                 .access_key(id)
                 .await?
                 .filter(|k| k.active)
-                .ok_or_else(|| unknown_key(id))?;
+                .ok_or_else(|| ApiError::from(StoreError::unknown_key(id)))?;
             let known = Arc::new(KnownKey {
                 account: key.account_id,
                 secret: key.secret,
@@ -150,7 +141,7 @@ pub(super) async fn sigv4(
         headers: &pairs,
         payload_hash: &payload_hash,
     };
-    let signing = known.signing_key(&auth.scope.date, &auth.scope.region, &auth.scope.service);
+    let signing = known.signing_key(&auth.scope.date, &auth.scope.region);
     sigv4::verify_signature_with_key(&auth, &amz_date, &req, &signing).map_err(auth_error)?;
     Ok(Caller {
         account: known.account.clone(),

@@ -68,7 +68,7 @@ use super::{consumption_of, granted, retryable, ATTEMPTS, CONSUMPTION_COLUMNS};
 use crate::codec::{corrupt, license_of};
 use crate::rules::{
     borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
-    exhausted, issuer_without_beneficiary, key_refused, may_not_borrow, no_grant, nothing_available, refuse_check_in,
+    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
     refuse_extension, token_reused, Reach,
 };
 use crate::{BorrowCommand, CheckoutCommand, Result, StoreError};
@@ -367,7 +367,7 @@ async fn apply(tx: &mut Transaction<'_, Postgres>, jobs: &[Job]) -> Result<Vec<R
     for job in jobs {
         let now = job.now;
         if let Some(key) = job.op.key().filter(|k| !s.active_keys.contains(*k)) {
-            answers.push(Err(key_refused(key)));
+            answers.push(Err(StoreError::unknown_key(key)));
             continue;
         }
         let answer = match &job.op {

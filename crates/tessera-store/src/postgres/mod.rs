@@ -78,7 +78,7 @@
 use crate::codec::{account_of, corrupt, license_of, new_access_key, random_account_id, version_json, version_outcome};
 use crate::rules::{
     borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
-    exhausted, issuer_without_beneficiary, key_refused, may_not_borrow, no_grant, nothing_available, refuse_check_in,
+    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
     refuse_extension, token_reused, Reach,
 };
 use std::future::Future;
@@ -782,7 +782,7 @@ async fn confirm_key(tx: &mut Transaction<'_, Postgres>, key: Option<&str>) -> R
     if active == Some(true) {
         Ok(())
     } else {
-        Err(key_refused(key))
+        Err(StoreError::unknown_key(key))
     }
 }
 
