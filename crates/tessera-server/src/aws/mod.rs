@@ -108,10 +108,9 @@ pub async fn handle(
             "CheckoutLicense" => consumption::checkout_license(&state, &caller, &body).await,
             "CheckInLicense" => consumption::check_in_license(&state, &caller, &body).await,
             "ExtendLicenseConsumption" => consumption::extend_license_consumption(&state, &caller, &body).await,
-            _ => match parse_body(&body) {
-                Ok(input) => dispatch(&state, &caller, op, input).await.map(|v| v.to_string()),
-                Err(e) => Err(e),
-            },
+            _ => async { dispatch(&state, &caller, op, parse_body(&body)?).await }
+                .await
+                .map(|v| v.to_string()),
         };
         if let (Err(ApiError::UnrecognizedClient(_)), Some(key)) = (&answer, &caller.key) {
             // Revoked since it was cached: its next request reads the store.
@@ -139,8 +138,8 @@ pub async fn handle(
     response
 }
 
-/// Reads an operation's input straight from the body into its shape; the
-/// errors are parse_body's and parse's.
+/// Reads an operation's input straight from the body into its shape: an
+/// empty body reads as `{}`; anything but a JSON object is refused.
 pub(crate) fn parse_bytes<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let start = body.iter().position(|b| !b.is_ascii_whitespace());
     let body: &[u8] = match start {
@@ -161,16 +160,9 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> ApiResult<String> {
     serde_json::to_string(v).map_err(|e| ApiError::Internal(format!("the answer could not be written: {e}")))
 }
 
+/// The request body as a JSON object (empty: `{}`), for operations that take it as a tree.
 fn parse_body(body: &[u8]) -> ApiResult<Value> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Default::default()));
-    }
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::Serialization(format!("the request body is not valid JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(ApiError::Serialization("the request body must be a JSON object".into()));
-    }
-    Ok(v)
+    parse_bytes(body)
 }
 
 async fn authenticate(
