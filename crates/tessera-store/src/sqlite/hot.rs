@@ -44,7 +44,7 @@ use tessera_core::AccountId;
 use crate::codec::{account_of, corrupt, grant_of, license_of};
 use crate::rules::{
     borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
-    exhausted, issuer_without_beneficiary, key_refused, may_not_borrow, no_grant, nothing_available, refuse_check_in,
+    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
     refuse_extension, token_reused, Reach,
 };
 use crate::{AccessKey, BorrowCommand, CheckoutCommand, EntitlementUsage, Result, StoreError};
@@ -135,51 +135,6 @@ impl Memory {
     fn forget(&mut self, token: &str) {
         // Its place in `recent_order` goes when the order is next trimmed.
         self.recent.remove(token);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tessera_core::consumption::ConsumptionStatus;
-
-    fn consumption(token: String) -> Consumption {
-        Consumption {
-            token,
-            license_arn: "arn".into(),
-            consumer: AccountId::parse("123456789012").expect("account"),
-            checkout_type: CheckoutType::Provisional,
-            allowed: Vec::new(),
-            draws: Vec::new(),
-            node_id: None,
-            beneficiary: None,
-            issued_at: OffsetDateTime::UNIX_EPOCH,
-            expires_at: OffsetDateTime::UNIX_EPOCH,
-            status: ConsumptionStatus::Active,
-            product_sku: "sku".into(),
-            key_fingerprint: "fp".into(),
-            borrowed: false,
-            checkout_metadata: Vec::new(),
-        }
-    }
-
-    /// Checkouts checked in soon after, for a long time, keep memory bounded.
-    #[test]
-    fn recent_consumptions_stay_bounded_when_each_is_soon_forgotten() {
-        let mut mem = Memory::default();
-        for i in 0..10 * RECENT_CONSUMPTIONS {
-            let token = format!("t{i}");
-            mem.remember(consumption(token.clone()), 0);
-            if i % 10 != 0 {
-                mem.forget(&token);
-            }
-        }
-        assert!(mem.recent.len() <= RECENT_CONSUMPTIONS);
-        assert!(mem.recent_order.len() <= 2 * RECENT_CONSUMPTIONS);
-        // The newest kept one is still there; a forgotten one is not.
-        let last_kept = format!("t{}", 10 * RECENT_CONSUMPTIONS - 10);
-        assert!(mem.recent.contains_key(&last_kept));
-        assert!(!mem.recent.contains_key(&format!("t{}", 10 * RECENT_CONSUMPTIONS - 1)));
     }
 }
 
@@ -734,11 +689,8 @@ impl Ctx {
             .conn
             .prepare_cached("SELECT document FROM license_versions WHERE license_arn = ?1 AND version = ?2")?
             .query_row(params![arn, version], |r| r.get(0))?;
-        if self.docs.len() >= LICENSE_DOCS {
-            self.docs.clear();
-        }
         let l = Arc::new(license_of(&doc)?);
-        self.docs.insert(arn.to_owned(), (version, l.clone()));
+        insert_bounded(&mut self.docs, LICENSE_DOCS, arn.to_owned(), (version, l.clone()));
         Ok(l)
     }
 
@@ -761,11 +713,8 @@ impl Ctx {
                     self.keep_license(&arn, LicenseState { version, epoch });
                     arns.push(arn);
                 }
-                if self.mem.by_product.len() >= LICENSE_STATES {
-                    // Products asked for that have no license are remembered too: bound them.
-                    self.mem.by_product.clear();
-                }
-                self.mem.by_product.insert(key, arns.clone());
+                // Products asked for that have no license are remembered too: bounded.
+                insert_bounded(&mut self.mem.by_product, LICENSE_STATES, key, arns.clone());
                 arns
             }
         };
@@ -853,24 +802,40 @@ impl Ctx {
         for (token, arn, draws, epoch) in &due {
             let draws: Vec<Draw> = serde_json::from_str(draws).map_err(corrupt)?;
             let (_, current) = self.load_license(arn)?;
-            // ResetUsage since the checkout (an older epoch): its units are no longer counted.
-            let counted = *epoch == current;
-            if counted {
-                self.load_counters(arn, &draws)?;
-            }
-            self.conn
-                .prepare_cached("UPDATE consumptions SET status = 'EXPIRED', ended_at = expires_at WHERE token = ?1")?
-                .execute(params![token])?;
-            self.mem.forget(token);
-            if counted {
-                self.apply(arn, &draws, -1);
-            }
+            self.end(token, arn, &draws, *epoch == current, "EXPIRED", None)?;
         }
         if (due.len() as i64) < limit {
             // Everything due is expired: the next expiry is read afresh when needed.
             self.mem.next_due = None;
         }
         Ok(due.len() as u64)
+    }
+
+    /// Ends ACTIVE consumption `token` of license `arn` with `status` at
+    /// `ended_at` (None: at its expiry) and, if its units are still `counted`
+    /// (no ResetUsage since the checkout), gives them back.
+    fn end(
+        &mut self,
+        token: &str,
+        arn: &str,
+        draws: &[Draw],
+        counted: bool,
+        status: &str,
+        ended_at: Option<i64>,
+    ) -> Result<()> {
+        if counted {
+            self.load_counters(arn, draws)?;
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE consumptions SET status = ?1, ended_at = COALESCE(?2, expires_at) WHERE token = ?3",
+            )?
+            .execute(params![status, ended_at, token])?;
+        self.mem.forget(token);
+        if counted {
+            self.apply(arn, draws, -1);
+        }
+        Ok(())
     }
 
     /// Expires everything due by `now_ms`, so that a checkout or a usage read sees exact counts.
@@ -897,7 +862,6 @@ impl Ctx {
         Ok(None)
     }
 
-    /// Records a granted consumption, then takes its units.
     /// Records a granted consumption and takes its units; `None` (and nothing
     /// changed) when the caller has used its ClientToken before.
     fn take(&mut self, c: Consumption, client_token: &str, hash: &str, epoch: i64) -> Result<Option<Consumption>> {
@@ -905,14 +869,12 @@ impl Ctx {
         if !insert_consumption(&self.conn, &c, client_token, hash, epoch)? {
             return Ok(None);
         }
+        self.apply(&c.license_arn, &c.draws, 1);
         if c.checkout_type == CheckoutType::Provisional {
             // Only lower a known bound: an unknown one is read afresh, with this row in it.
             if let Some(t) = self.mem.next_due.as_mut() {
                 *t = (*t).min(to_millis(c.expires_at));
             }
-        }
-        self.apply(&c.license_arn, &c.draws, 1);
-        if c.checkout_type == CheckoutType::Provisional {
             self.mem.remember(c.clone(), epoch);
         }
         Ok(Some(c))
@@ -932,17 +894,14 @@ impl Ctx {
                     .query_row(params![key], |r| r.get::<_, i64>(0))
                     .optional()?
                     == Some(1);
-                if self.mem.keys.len() >= LICENSE_STATES {
-                    self.mem.keys.clear();
-                }
-                self.mem.keys.insert(key.to_owned(), a);
+                insert_bounded(&mut self.mem.keys, LICENSE_STATES, key.to_owned(), a);
                 a
             }
         };
         if active {
             Ok(())
         } else {
-            Err(key_refused(key))
+            Err(StoreError::unknown_key(key))
         }
     }
 
@@ -953,6 +912,15 @@ impl Ctx {
         }
         load_consumption(&self.conn, token)
     }
+}
+
+/// Inserts into a cache of at most `limit` entries; a full one starts afresh
+/// (caches here are far larger than what is in use, so tracking use costs more).
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, limit: usize, k: K, v: V) {
+    if map.len() >= limit && !map.contains_key(&k) {
+        map.clear();
+    }
+    map.insert(k, v);
 }
 
 /// Inserts a consumption row; false (and nothing inserted) if its consumer has
@@ -1177,19 +1145,14 @@ pub(super) fn check_in(
     let (c, epoch) = ctx.consumption(token)?;
     let (license, current) = usable_consumption(ctx, caller, &c, only_license, AllowedOperation::CheckInLicense)?;
     refuse_check_in(&c, &license, now)?;
-    // ResetUsage since the checkout (an older epoch): its units are no longer counted.
-    let counted = epoch == current;
-    if counted {
-        ctx.load_counters(&c.license_arn, &c.draws)?;
-    }
-    ctx.conn
-        .prepare_cached("UPDATE consumptions SET status = 'CHECKED_IN', ended_at = ?1 WHERE token = ?2")?
-        .execute(params![to_millis(now), token])?;
-    ctx.mem.forget(token);
-    if counted {
-        ctx.apply(&c.license_arn, &c.draws, -1);
-    }
-    Ok(())
+    ctx.end(
+        token,
+        &c.license_arn,
+        &c.draws,
+        epoch == current,
+        "CHECKED_IN",
+        Some(to_millis(now)),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1278,4 +1241,49 @@ pub(super) fn access_key(conn: &Connection, access_key_id: &str) -> Result<Optio
         })
     })
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_core::consumption::ConsumptionStatus;
+
+    fn consumption(token: String) -> Consumption {
+        Consumption {
+            token,
+            license_arn: "arn".into(),
+            consumer: AccountId::parse("123456789012").expect("account"),
+            checkout_type: CheckoutType::Provisional,
+            allowed: Vec::new(),
+            draws: Vec::new(),
+            node_id: None,
+            beneficiary: None,
+            issued_at: OffsetDateTime::UNIX_EPOCH,
+            expires_at: OffsetDateTime::UNIX_EPOCH,
+            status: ConsumptionStatus::Active,
+            product_sku: "sku".into(),
+            key_fingerprint: "fp".into(),
+            borrowed: false,
+            checkout_metadata: Vec::new(),
+        }
+    }
+
+    /// Checkouts checked in soon after, for a long time, keep memory bounded.
+    #[test]
+    fn recent_consumptions_stay_bounded_when_each_is_soon_forgotten() {
+        let mut mem = Memory::default();
+        for i in 0..10 * RECENT_CONSUMPTIONS {
+            let token = format!("t{i}");
+            mem.remember(consumption(token.clone()), 0);
+            if i % 10 != 0 {
+                mem.forget(&token);
+            }
+        }
+        assert!(mem.recent.len() <= RECENT_CONSUMPTIONS);
+        assert!(mem.recent_order.len() <= 2 * RECENT_CONSUMPTIONS);
+        // The newest kept one is still there; a forgotten one is not.
+        let last_kept = format!("t{}", 10 * RECENT_CONSUMPTIONS - 10);
+        assert!(mem.recent.contains_key(&last_kept));
+        assert!(!mem.recent.contains_key(&format!("t{}", 10 * RECENT_CONSUMPTIONS - 1)));
+    }
 }
