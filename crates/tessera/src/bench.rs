@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -220,10 +220,8 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
     );
     for sc in &scenarios {
         let arns = Arc::new(sc.arns.clone());
-        let in_flight = Arc::new(InFlight::default());
-        let (c2, f2) = (counter.clone(), in_flight.clone());
+        let c2 = counter.clone();
         let m = measure(
-            args.clients,
             1,
             args.seconds,
             &format!("{} raw baseline", sc.name),
@@ -231,15 +229,13 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
             &[],
             vec![(); args.clients],
             move |(), c, n| {
-                let (counter, in_flight, arns) = (c2.clone(), f2.clone(), arns.clone());
+                let (counter, arns) = (c2.clone(), arns.clone());
                 async move {
                     let arn = &arns[pick(c, n, arns.len())];
                     let outcome = async {
                         if !counter.take(arn, ENTITLEMENT).await.map_err(|e| e.to_string())? {
                             return Ok(false);
                         }
-                        in_flight.granted();
-                        in_flight.returning();
                         match counter.give(arn, ENTITLEMENT).await {
                             Ok(true) => Ok(true),
                             Ok(false) => Err("nothing to give back".to_owned()),
@@ -252,17 +248,16 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
             },
         )
         .await;
-        baselines.push((m, in_flight.max()));
+        baselines.push(m);
     }
     counter.close().await;
     drop(counter);
 
     let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
     let mut results = Vec::new();
-    for (sc, (base, base_max)) in scenarios.iter().zip(baselines) {
+    for (sc, base) in scenarios.iter().zip(baselines) {
         let skus = Arc::new(sc.skus.clone());
-        let in_flight = Arc::new(InFlight::default());
-        let (f2, fp) = (in_flight.clone(), fingerprint.clone());
+        let fp = fingerprint.clone();
         // Each client has its own keep-alive connection to its replica.
         let connections = (0..args.clients)
             .map(|c| wire::Connection::new(&servers[c % servers.len()].endpoint, &customer_creds))
@@ -272,7 +267,6 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
         let sampler =
             (sc.arns.len() == 1).then(|| sample_usage(customers[0].clone(), sc.arns[0].clone(), stop_sampling.clone()));
         let http = measure(
-            args.clients,
             args.replicas,
             args.seconds,
             &format!("{} over HTTP", sc.name),
@@ -280,10 +274,10 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
             &pids,
             connections,
             move |mut conn, c, n| {
-                let (in_flight, skus, fp) = (f2.clone(), skus.clone(), fp.clone());
+                let (skus, fp) = (skus.clone(), fp.clone());
                 async move {
                     let sku = &skus[pick(c, n, skus.len())];
-                    let outcome = checkout_and_check_in(&mut conn, sku, &fp, &in_flight).await;
+                    let outcome = checkout_and_check_in(&mut conn, sku, &fp).await;
                     (conn, outcome)
                 }
             },
@@ -295,7 +289,6 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
             None => None,
         };
         let consumed_after = consumed_total(&customers[0], &sc.arns, progress).await?;
-        let max_in_flight = in_flight.max().max(base_max);
         let base_rate = base.total.rate(base.elapsed);
         let http_rate = http.total.rate(http.elapsed);
         let replicas: Vec<Value> = http
@@ -320,10 +313,8 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
         http_doc["peak_rss_mb"] = json!(total_rss.map(mb));
         http_doc["cpu"] = cpu_doc(&http);
         http_doc["server_cpu_us"] = http_doc["cpu"]["server_us_per_checkout"].clone();
-        http_doc["max_in_flight"] = json!(in_flight.max());
         http_doc["replicas"] = Value::Array(replicas);
-        let mut base_doc = base.total.summary(base.elapsed);
-        base_doc["max_in_flight"] = json!(base_max);
+        let base_doc = base.total.summary(base.elapsed);
         results.push(json!({
             "scenario": sc.name,
             "licenses": sc.arns.len(),
@@ -331,12 +322,10 @@ async fn bench(args: &CheckoutBench, url: &str, work: &Path, progress: &Progress
             "baseline": base_doc,
             "http": http_doc,
             "ratio_to_baseline": if base_rate > 0.0 { round(http_rate / base_rate, 2) } else { 0.0 },
-            "max_in_flight": max_in_flight,
             "consumed_after": consumed_after,
             "max_consumed_sampled": sampled.map(|(max, _)| max),
             "usage_samples": sampled.map(|(_, n)| n),
-            "limit_exact": max_in_flight <= sc.seats as u64
-                && sampled.is_none_or(|(max, _)| max <= sc.seats as u64)
+            "limit_exact": sampled.is_none_or(|(max, _)| max <= sc.seats as u64)
                 && consumed_after == 0,
         }));
     }
@@ -363,12 +352,7 @@ struct CheckoutAnswer {
 }
 
 /// One loop over HTTP: a signed CheckoutLicense and, if granted, a CheckInLicense.
-async fn checkout_and_check_in(
-    conn: &mut wire::Connection,
-    sku: &str,
-    fingerprint: &str,
-    in_flight: &InFlight,
-) -> Result<bool, String> {
+async fn checkout_and_check_in(conn: &mut wire::Connection, sku: &str, fingerprint: &str) -> Result<bool, String> {
     let body = json!({
         "ProductSKU": sku, "CheckoutType": "PROVISIONAL", "KeyFingerprint": fingerprint,
         "Entitlements": [{"Name": ENTITLEMENT, "Value": "1", "Unit": "Count"}],
@@ -390,8 +374,6 @@ async fn checkout_and_check_in(
         .ok()
         .and_then(|a| a.token)
         .ok_or_else(|| "CheckoutLicense answered without a LicenseConsumptionToken".to_owned())?;
-    in_flight.granted();
-    in_flight.returning();
     let body = json!({"LicenseConsumptionToken": token}).to_string();
     let answer = conn
         .call("AWSLicenseManager.CheckInLicense", body.as_bytes())
@@ -545,31 +527,6 @@ fn sample_usage(
     })
 }
 
-/// Seats a client holds, counted client-side: up after a granted checkout, down
-/// before its check-in is sent. Each count lies inside the server's own hold of
-/// that seat, so the peak is a lower bound of what the server had granted at
-/// once and must never exceed the seat limit.
-#[derive(Default)]
-struct InFlight {
-    now: AtomicI64,
-    max: AtomicI64,
-}
-
-impl InFlight {
-    fn granted(&self) {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-    }
-
-    fn returning(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    fn max(&self) -> u64 {
-        self.max.load(Ordering::SeqCst).max(0) as u64
-    }
-}
-
 struct Tally {
     ok: u64,
     refused: u64,
@@ -713,14 +670,12 @@ fn per_checkout(secs: Option<f64>, checkouts: u64) -> Option<f64> {
     (checkouts > 0).then_some(round(secs? * 1e6 / checkouts as f64, 1))
 }
 
-/// Runs `clients` loops of `op` for `seconds`, sampling the resident memory of
-/// `pids` meanwhile. `op(state, client, n)` does one loop with the client's own
+/// Runs one client loop of `op` per element of `states` for `seconds`,
+/// sampling the resident memory of `pids` meanwhile. `op(state, client, n)` does one loop with the client's own
 /// state (`states[client]`, such as its connection) and hands the state back
 /// with Ok(true) granted, Ok(false) refused. A loop under way when time is up
 /// runs to its end and counts.
-#[allow(clippy::too_many_arguments)]
 async fn measure<S, F, Fut>(
-    clients: usize,
     groups: usize,
     seconds: u64,
     label: &str,
@@ -739,8 +694,8 @@ where
     let mut peak_rss: Vec<Option<u64>> = pids.iter().map(|p| rss_bytes(*p)).collect();
     let cpu_before = CpuMark::now(pids);
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(clients);
-    for (c, state) in states.into_iter().enumerate().take(clients) {
+    let mut tasks = Vec::with_capacity(states.len());
+    for (c, state) in states.into_iter().enumerate() {
         let (stop, done, op) = (stop.clone(), done.clone(), op.clone());
         tasks.push((
             c % groups,

@@ -61,7 +61,6 @@ fn check(doc: &Value, replicas: u64, scenarios: &[&str]) {
         assert_eq!(s["consumed_after"], 0, "{s}");
         assert_eq!(s["limit_exact"], true, "{s}");
         let seats = s["seats_per_license"].as_u64().expect("seats");
-        assert!(s["max_in_flight"].as_u64().expect("max in flight") <= seats, "{s}");
         if s["scenario"] == "hot" {
             // The store's own count was read during the race, and the race filled the pool.
             assert!(s["usage_samples"].as_u64().expect("usage samples") > 0, "{s}");
