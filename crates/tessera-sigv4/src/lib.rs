@@ -496,19 +496,24 @@ mod tests {
         );
     }
 
+    /// `POST /` with these headers and payload hash.
+    fn post<'a>(headers: &'a [(&'a str, &'a str)], payload_hash: &'a str) -> RequestParts<'a> {
+        RequestParts {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers,
+            payload_hash,
+        }
+    }
+
     fn signed(now: OffsetDateTime, body: &[u8]) -> Vec<(String, String)> {
         let base = [
             ("host", "127.0.0.1:7070"),
             ("x-amz-target", "AWSLicenseManager.ListLicenses"),
         ];
         let hash = sha256_hex(body);
-        let req = RequestParts {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &base,
-            payload_hash: &hash,
-        };
+        let req = post(&base, &hash);
         let extra = sign(&req, "AKIATEST", SECRET, "eu-west-1", now);
         let mut headers: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         headers.extend(extra);
@@ -527,13 +532,7 @@ mod tests {
         let (auth, date) = check_request(&headers, now).unwrap();
         assert_eq!(auth.scope.region, "eu-west-1");
         let hash = sha256_hex(b"{}");
-        let req = RequestParts {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &headers,
-            payload_hash: &hash,
-        };
+        let req = post(&headers, &hash);
         verify_signature(&auth, &date, &req, SECRET).unwrap();
         assert!(verify_signature(&auth, &date, &req, "wrong").is_err());
         let other = sha256_hex(b"{\"x\":1}");
@@ -562,13 +561,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let base = [("host", "h:1"), ("x-amz-target", "AWSLicenseManager.ListLicenses")];
         let hash = sha256_hex(b"{}");
-        let req = RequestParts {
-            method: "POST",
-            path: "/",
-            query: "",
-            headers: &base,
-            payload_hash: &hash,
-        };
+        let req = post(&base, &hash);
         let mut signer = Signer::new("AKIATEST", SECRET, "us-east-1");
         let one = signer.sign(&req, now);
         let two = signer.sign(&req, now);
