@@ -1268,6 +1268,59 @@ mod tests {
         }
     }
 
+    fn counter(usage_id: i64, consumed: i64) -> Counter {
+        Counter {
+            usage_id,
+            consumed,
+            max_count: Some(10),
+            overage: false,
+        }
+    }
+
+    /// When more licenses are in use than are kept, memory starts afresh, but
+    /// the counters the open batch changed stay, so its commit still writes them.
+    #[test]
+    fn a_full_memory_starts_afresh_but_keeps_the_batch_s_changed_counters() {
+        let mut ctx = Ctx {
+            conn: Connection::open_in_memory().expect("in-memory database"),
+            docs: HashMap::new(),
+            mem: Memory::default(),
+            data_version: 0,
+            others_seen: None,
+        };
+        let changed = ("arn-changed".to_owned(), "Seats".to_owned());
+        let clean = ("arn-clean".to_owned(), "Seats".to_owned());
+        ctx.mem.counters.insert(changed.clone(), counter(1, 7));
+        ctx.mem.counters.insert(clean.clone(), counter(2, 3));
+        ctx.mem.dirty.insert(changed.clone());
+        ctx.mem
+            .by_product
+            .insert(("sku".into(), "fp".into()), vec!["arn-changed".into()]);
+        let state = LicenseState { version: 1, epoch: 0 };
+        for i in 0..LICENSE_STATES {
+            ctx.keep_license(&format!("arn-{i}"), state);
+        }
+        assert_eq!(ctx.mem.licenses.len(), LICENSE_STATES);
+        ctx.keep_license("arn-one-more", state);
+        assert_eq!(ctx.mem.licenses.len(), 1);
+        assert!(ctx.mem.licenses.contains_key("arn-one-more"));
+        assert!(ctx.mem.by_product.is_empty());
+        assert_eq!(ctx.mem.counters.get(&changed).map(|c| c.consumed), Some(7));
+        assert!(!ctx.mem.counters.contains_key(&clean));
+        assert!(ctx.mem.dirty.contains(&changed));
+    }
+
+    #[test]
+    fn a_bounded_cache_starts_afresh_when_full_but_not_to_replace_an_entry() {
+        let mut m = HashMap::new();
+        insert_bounded(&mut m, 2, "a", 1);
+        insert_bounded(&mut m, 2, "b", 2);
+        insert_bounded(&mut m, 2, "b", 3);
+        assert_eq!((m.len(), m.get("b")), (2, Some(&3)));
+        insert_bounded(&mut m, 2, "c", 4);
+        assert_eq!((m.len(), m.get("c")), (1, Some(&4)));
+    }
+
     /// Checkouts checked in soon after, for a long time, keep memory bounded.
     #[test]
     fn recent_consumptions_stay_bounded_when_each_is_soon_forgotten() {
