@@ -83,7 +83,10 @@ impl Agent {
             &config.data_dir,
         )
         .await?;
-        let clock = Arc::new(AgentClock::new(config.clock_offset_seconds));
+        let clock = Arc::new(
+            AgentClock::new(config.clock_offset_seconds)
+                .map_err(|e| AgentError::Config(format!("--clock-offset-seconds: {e}")))?,
+        );
         let file = Arc::new(StateFile::new(&config.data_dir));
         let (state, created) = file.load_or_create(config.environment_id.as_str(), clock.now())?;
         if created {
@@ -164,8 +167,11 @@ impl Agent {
     }
 
     /// Moves the test clock forward and makes the new time durable.
-    pub async fn advance_clock(&self, secs: i64) -> Result<(OffsetDateTime, i64), AgentError> {
-        let total = self.clock.advance(secs);
+    pub async fn advance_clock(&self, secs: i64) -> Result<(OffsetDateTime, i64), OpError> {
+        let total = self
+            .clock
+            .advance(secs)
+            .map_err(|e| OpError::Invalid(format!("AdvanceSeconds: {e}")))?;
         self.save_time().await?;
         let mut inner = self.inner.lock().await;
         Ok((self.now(&mut inner), total))
@@ -405,7 +411,10 @@ impl Agent {
         let used = state.aku_in_use();
         let allowed = view.aku_allocated;
         let what = match scaling_from {
-            Some(from) => format!("scale instance {id} from {from} to {} AKU", from + requested),
+            Some(from) => format!(
+                "scale instance {id} from {from} to {} AKU",
+                from.saturating_add(requested)
+            ),
             None => format!("reserve {requested} AKU for new instance {id}"),
         };
         let message = if view.expired() {
@@ -418,13 +427,13 @@ impl Agent {
                 state.environment_id,
                 self.install_id
             )
-        } else if used + requested > allowed {
+        } else if used.checked_add(requested).is_none_or(|total| total > allowed) {
             format!(
                 "cannot {what}: {used} of the {allowed} AKU allocated to environment {} are reserved, so {} \
                  more are available and {requested} were requested. Scale down or delete an instance, or buy \
                  more AKU and activate the new product key",
                 state.environment_id,
-                (allowed - used).max(0)
+                allowed.saturating_sub(used).max(0)
             )
         } else {
             return Ok(());
@@ -465,13 +474,10 @@ fn validate_instance_id(id: &str) -> Result<(), OpError> {
 }
 
 fn validate_aku(aku: i64) -> Result<(), OpError> {
-    if (1..=MAX_INSTANCE_AKU).contains(&aku) {
-        Ok(())
-    } else {
-        Err(OpError::Invalid(format!(
-            "aku {aku} is out of range: it must be a whole number from 1 to {MAX_INSTANCE_AKU}"
-        )))
-    }
+    tessera_core::validate::Long::Int(aku)
+        .within("aku", 1, MAX_INSTANCE_AKU)
+        .map(drop)
+        .map_err(|e| OpError::Invalid(e.to_string()))
 }
 
 /// The bearer token for non-loopback listeners: made once, readable by the owner only.

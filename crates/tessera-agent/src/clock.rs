@@ -2,9 +2,9 @@
 //! [`tessera_core::Clock`], and a guard that keeps business time from running
 //! backwards when the system clock is set back.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use tessera_core::clock::{ClockOffset, OffsetOutOfRange};
 use tessera_core::Clock;
 use time::OffsetDateTime;
 
@@ -12,29 +12,29 @@ use time::OffsetDateTime;
 /// and whatever the test clock endpoint has added.
 #[derive(Debug, Default)]
 pub struct AgentClock {
-    offset_secs: AtomicI64,
+    offset: ClockOffset,
 }
 
 impl AgentClock {
-    pub fn new(offset_secs: i64) -> Self {
-        Self {
-            offset_secs: AtomicI64::new(offset_secs),
-        }
+    pub fn new(offset_secs: i64) -> Result<Self, OffsetOutOfRange> {
+        Ok(Self {
+            offset: ClockOffset::new(offset_secs)?,
+        })
     }
 
     /// Moves this clock by `secs`; returns the total offset in seconds.
-    pub fn advance(&self, secs: i64) -> i64 {
-        self.offset_secs.fetch_add(secs, Ordering::SeqCst) + secs
+    pub fn advance(&self, secs: i64) -> Result<i64, OffsetOutOfRange> {
+        self.offset.advance(secs)
     }
 
     pub fn offset_secs(&self) -> i64 {
-        self.offset_secs.load(Ordering::SeqCst)
+        self.offset.get()
     }
 }
 
 impl Clock for AgentClock {
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc() + time::Duration::seconds(self.offset_secs.load(Ordering::Relaxed))
+        self.offset.apply(OffsetDateTime::now_utc())
     }
 }
 
@@ -66,7 +66,10 @@ impl TimeGuard {
     /// Business time now, given the clock's reading. Whole seconds, like the API shows.
     pub fn observe(&mut self, clock_now: OffsetDateTime) -> OffsetDateTime {
         let mark = Instant::now();
-        let carried = self.latest + mark.saturating_duration_since(self.mark);
+        // A latest time near the end of the calendar (a tampered state file) stops here rather than overflowing.
+        let elapsed =
+            time::Duration::try_from(mark.saturating_duration_since(self.mark)).unwrap_or(time::Duration::ZERO);
+        let carried = self.latest.checked_add(elapsed).unwrap_or(self.latest);
         let behind = carried - clock_now;
         if behind > self.tolerance {
             if !self.warned {
@@ -125,8 +128,10 @@ mod tests {
 
     #[test]
     fn the_clock_offset_moves_time() {
-        let c = AgentClock::new(-60);
-        assert_eq!(c.advance(120), 60);
+        let c = AgentClock::new(-60).unwrap();
+        assert_eq!(c.advance(120), Ok(60));
+        assert!(c.advance(i64::MAX).is_err());
+        assert!(AgentClock::new(i64::MIN).is_err());
         let d = c.now() - OffsetDateTime::now_utc();
         assert!((d.whole_seconds() - 60).abs() <= 1, "{d}");
     }

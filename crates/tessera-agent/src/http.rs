@@ -17,6 +17,9 @@ use serde_json::{Map, Value};
 use crate::agent::{Agent, OpError};
 use crate::api::{codes, ErrorBody};
 use crate::timefmt;
+use crate::MAX_INSTANCE_AKU;
+use tessera_core::clock::MAX_OFFSET_SECS;
+use tessera_core::validate::Long;
 
 /// Requests are small JSON documents; a product key is a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -130,14 +133,22 @@ fn string_field(obj: &Map<String, Value>, field: &str) -> Result<String, OpError
     }
 }
 
-fn int_field(obj: &Map<String, Value>, field: &str) -> Result<i64, OpError> {
-    match obj.get(field) {
-        Some(v @ Value::Number(_)) => v
-            .as_i64()
-            .ok_or_else(|| OpError::Invalid(format!("{field} must be a whole number"))),
-        None | Some(Value::Null) => Err(OpError::Invalid(format!("{field} is required"))),
-        Some(_) => Err(OpError::Invalid(format!("{field} must be a whole number"))),
-    }
+/// A whole number within `lo..=hi`; the message names the field and the range.
+fn int_field(obj: &Map<String, Value>, field: &str, lo: i64, hi: i64) -> Result<i64, OpError> {
+    let n = match obj.get(field) {
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Long::Int(i),
+            (None, Some(u)) => Long::Big(u),
+            (None, None) => Long::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        None | Some(Value::Null) => return Err(OpError::Invalid(format!("{field} is required"))),
+        Some(_) => {
+            return Err(OpError::Invalid(format!(
+                "{field} must be a whole number between {lo} and {hi}"
+            )))
+        }
+    };
+    n.within(field, lo, hi).map_err(|e| OpError::Invalid(e.to_string()))
 }
 
 /// Runs a change to completion even if the client hangs up: a change that was
@@ -179,7 +190,7 @@ async fn get_instance(State(agent): Shared, Path(id): Path<String>) -> Result<Re
 async fn create_instance(State(agent): Shared, body: Result<Bytes, BytesRejection>) -> Result<Response, OpError> {
     let obj = object(body)?;
     let id = string_field(&obj, "instanceId")?;
-    let aku = int_field(&obj, "aku")?;
+    let aku = int_field(&obj, "aku", 1, MAX_INSTANCE_AKU)?;
     let (instance, created) = detached(async move { agent.create_instance(&id, aku).await }).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(instance)).into_response())
@@ -191,7 +202,7 @@ async fn scale_instance(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpError> {
     let obj = object(body)?;
-    let aku = int_field(&obj, "aku")?;
+    let aku = int_field(&obj, "aku", 1, MAX_INSTANCE_AKU)?;
     let instance = detached(async move { agent.scale_instance(&id, aku).await }).await?;
     Ok(Json(instance).into_response())
 }
@@ -206,13 +217,9 @@ async fn test_clock(State(agent): Shared, body: Result<Bytes, BytesRejection>) -
         return Ok(not_found().await);
     }
     let obj = object(body)?;
-    let secs = int_field(&obj, "AdvanceSeconds")?;
-    if secs < 0 {
-        return Err(OpError::Invalid(
-            "AdvanceSeconds must not be negative: the test clock only moves forward".into(),
-        ));
-    }
-    let (now, total) = detached(async move { agent.advance_clock(secs).await.map_err(OpError::from) }).await?;
+    // The test clock only moves forward.
+    let secs = int_field(&obj, "AdvanceSeconds", 0, MAX_OFFSET_SECS)?;
+    let (now, total) = detached(async move { agent.advance_clock(secs).await }).await?;
     Ok(Json(serde_json::json!({"Now": timefmt::format(now), "OffsetSeconds": total})).into_response())
 }
 

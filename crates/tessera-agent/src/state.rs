@@ -114,7 +114,9 @@ impl State {
     }
 
     pub fn aku_in_use(&self) -> i64 {
-        self.instances.values().sum()
+        // Each reservation is at most MAX_INSTANCE_AKU; saturating all the same,
+        // since the file could have been edited.
+        self.instances.values().fold(0i64, |sum, aku| sum.saturating_add(*aku))
     }
 }
 

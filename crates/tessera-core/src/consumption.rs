@@ -8,8 +8,16 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::license::{limits, CheckoutType, EntitlementUnit, License, LicenseStatus, Metadata};
+use crate::units::{Units, MAX_UNITS};
 use crate::validate::{self, ValidationError};
 use crate::{timefmt, AccountId};
+
+/// How far a license's Validity may be off by clocks: a checkout this long
+/// before Begin, or this long after End, is still inside the window. Clocks of
+/// the issuer's script, the server's replicas and the client disagree by
+/// fractions of a second to seconds; one minute covers that (and is the
+/// leeway JWT libraries apply to `nbf` and `exp` by default).
+pub const VALIDITY_LEEWAY: Duration = Duration::seconds(60);
 
 /// EntitlementData as received in CheckoutLicense.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -34,10 +42,37 @@ pub struct EntitlementData {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Draw {
     pub name: String,
-    pub amount: i64,
+    pub amount: Units,
 }
 
-/// Validates CheckoutLicense's Entitlements into requests.
+/// Why units cannot be drawn from a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrawRefusal {
+    /// MaxCount would be passed and the entitlement has no Overage.
+    Exhausted,
+    /// The counter would pass [`MAX_UNITS`], Overage or not.
+    Uncountable,
+}
+
+/// A counted entitlement's counter after drawing `amount` from it: within
+/// `max_count` unless `overage`, and never past [`MAX_UNITS`]. Every store
+/// decides a draw with this one rule.
+pub fn draw_units(consumed: Units, amount: Units, max_count: Option<i64>, overage: bool) -> Result<Units, DrawRefusal> {
+    let limit = max_count.filter(|_| !overage);
+    match (consumed.checked_add(amount), limit) {
+        (Some(after), Some(max)) if after.get() > max => Err(DrawRefusal::Exhausted),
+        (Some(after), _) => Ok(after),
+        // Past the countable range is past any limit too; that limit is the reason given.
+        (None, Some(_)) => Err(DrawRefusal::Exhausted),
+        (None, None) => Err(DrawRefusal::Uncountable),
+    }
+}
+
+/// Validates CheckoutLicense's Entitlements into requests. A counted
+/// entitlement's Value is a whole number from 1 to [`MAX_UNITS`], answered
+/// (and signed into the token) in its plain decimal form: `+1` and `01` are `1`.
+/// A Value of 0 is refused: a checkout takes units, and GetLicense or
+/// ListReceivedLicenses tell what a license holds without taking any.
 pub fn parse_requests(raw: &[EntitlementDataInput]) -> Result<Vec<EntitlementData>, ValidationError> {
     if raw.is_empty() || raw.len() > limits::ENTITLEMENTS {
         return Err(ValidationError::new(
@@ -58,25 +93,29 @@ pub fn parse_requests(raw: &[EntitlementDataInput]) -> Result<Vec<EntitlementDat
             .as_deref()
             .ok_or_else(|| ValidationError::new(format!("{at}.Unit"), "is required"))?;
         let unit = EntitlementUnit::parse(&format!("{at}.Unit"), unit_s)?;
-        if unit != EntitlementUnit::None {
+        let value = if unit != EntitlementUnit::None {
+            let field = format!("{at}.Value");
             let v = e.value.as_deref().ok_or_else(|| {
                 ValidationError::new(
-                    format!("{at}.Value"),
+                    &field,
                     format!("is required for a {unit} entitlement: the number of units to check out"),
                 )
             })?;
-            match v.trim().parse::<i64>() {
-                Ok(n) if n >= 0 => {}
-                _ => {
-                    return Err(ValidationError::new(
-                        format!("{at}.Value"),
-                        format!("'{v}' is not a non-negative whole number of units"),
-                    ))
-                }
+            let n = Units::parse(&field, v)?;
+            if n == Units::ZERO {
+                return Err(ValidationError::new(
+                    field,
+                    format!(
+                        "must be at least 1 (and at most {MAX_UNITS}): a checkout takes units; \
+                         GetLicense or ListReceivedLicenses show what a license holds without taking any"
+                    ),
+                ));
             }
+            Some(n.to_string())
         } else {
             validate::opt_text(&format!("{at}.Value"), e.value.as_deref(), limits::NAME)?;
-        }
+            e.value.as_ref().map(|v| v.trim().to_owned())
+        };
         if out.iter().any(|x| x.name == name) {
             return Err(ValidationError::new(
                 format!("{at}.Name"),
@@ -85,7 +124,7 @@ pub fn parse_requests(raw: &[EntitlementDataInput]) -> Result<Vec<EntitlementDat
         }
         out.push(EntitlementData {
             name: name.to_owned(),
-            value: e.value.as_ref().map(|v| v.trim().to_owned()),
+            value,
             unit,
         });
     }
@@ -102,7 +141,7 @@ pub fn unavailable_reason(license: &License, now: OffsetDateTime) -> Option<Stri
     }
     let (begin, end) = license.validity_window();
     if let Some(b) = begin {
-        if now < b {
+        if now + VALIDITY_LEEWAY < b {
             return Some(format!(
                 "license {} is not valid until {}",
                 license.license_arn, license.validity.begin
@@ -110,7 +149,7 @@ pub fn unavailable_reason(license: &License, now: OffsetDateTime) -> Option<Stri
         }
     }
     if let Some(e) = end {
-        if now >= e {
+        if now >= e + VALIDITY_LEEWAY {
             return Some(format!(
                 "license {} expired at {}",
                 license.license_arn,
@@ -144,7 +183,11 @@ pub fn plan_checkout(license: &License, requests: &[EntitlementData]) -> Result<
             continue;
         }
         if e.is_counted() {
-            let amount = r.value.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+            // parse_requests made every counted Value a valid count.
+            let Some(amount) = r.value.as_deref().and_then(|v| Units::parse("Value", v).ok()) else {
+                mismatched.push(format!("'{}' needs a whole number of units as its Value", r.name));
+                continue;
+            };
             draws.push(Draw {
                 name: r.name.clone(),
                 amount,
@@ -402,7 +445,7 @@ mod tests {
             p.draws,
             vec![Draw {
                 name: "Seats".into(),
-                amount: 3
+                amount: Units::new(3).unwrap()
             }]
         );
         let e = plan_checkout(&l, &req(json!([{"Name": "Seats", "Value": "3", "Unit": "Bytes"}]))).unwrap_err();
@@ -411,9 +454,48 @@ mod tests {
 
     #[test]
     fn counted_requests_need_a_whole_number() {
-        let raw: Vec<EntitlementDataInput> =
-            serde_json::from_value(json!([{"Name": "Seats", "Value": "-1", "Unit": "Count"}])).unwrap();
-        assert_eq!(parse_requests(&raw).unwrap_err().field, "Entitlements[0].Value");
+        for bad in ["-1", "0", "00", "9007199254740992", "9223372036854775807", "1.5", ""] {
+            let raw: Vec<EntitlementDataInput> =
+                serde_json::from_value(json!([{"Name": "Seats", "Value": bad, "Unit": "Count"}])).unwrap();
+            let e = parse_requests(&raw).unwrap_err();
+            assert_eq!(e.field, "Entitlements[0].Value", "{bad}");
+            assert!(e.message.contains("9007199254740991"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn counted_values_are_normalised() {
+        for (given, echoed) in [
+            ("+1", "1"),
+            ("01", "1"),
+            (" 7 ", "7"),
+            ("9007199254740991", "9007199254740991"),
+        ] {
+            let r = req(json!([{"Name": "Seats", "Value": given, "Unit": "Count"}]));
+            assert_eq!(r[0].value.as_deref(), Some(echoed), "{given}");
+        }
+    }
+
+    #[test]
+    fn draws_never_pass_the_limit_or_the_countable_range() {
+        let u = |n| Units::new(n).unwrap();
+        assert_eq!(draw_units(u(9), u(1), Some(10), false), Ok(u(10)));
+        assert_eq!(draw_units(u(10), u(1), Some(10), false), Err(DrawRefusal::Exhausted));
+        assert_eq!(draw_units(u(10), u(1), Some(10), true), Ok(u(11)));
+        assert_eq!(
+            draw_units(u(0), Units::MAX, Some(10), false),
+            Err(DrawRefusal::Exhausted)
+        );
+        assert_eq!(
+            draw_units(u(10), Units::MAX, Some(10), true),
+            Err(DrawRefusal::Uncountable)
+        );
+        assert_eq!(draw_units(u(1), Units::MAX, None, false), Err(DrawRefusal::Uncountable));
+        assert_eq!(
+            draw_units(u(10), Units::MAX, Some(10), false),
+            Err(DrawRefusal::Exhausted)
+        );
+        assert_eq!(draw_units(u(0), Units::MAX, None, false), Ok(Units::MAX));
     }
 
     #[test]
@@ -442,6 +524,11 @@ mod tests {
         assert!(unavailable_reason(&l, datetime!(2027-06-01 0:00 UTC))
             .unwrap()
             .contains("expired"));
+        // Within a minute of the window's edges a checkout is still inside it.
+        assert!(unavailable_reason(&l, datetime!(2025-12-31 23:59:30 UTC)).is_none());
+        assert!(unavailable_reason(&l, datetime!(2025-12-31 23:58:59 UTC)).is_some());
+        assert!(unavailable_reason(&l, datetime!(2027-01-01 00:00:59 UTC)).is_none());
+        assert!(unavailable_reason(&l, datetime!(2027-01-01 00:01:00 UTC)).is_some());
         l.status = LicenseStatus::Suspended;
         assert!(unavailable_reason(&l, datetime!(2026-06-01 0:00 UTC))
             .unwrap()

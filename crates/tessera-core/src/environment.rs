@@ -54,15 +54,11 @@ pub fn validate_ops_bucket(field: &str, url: &str) -> Result<(), ValidationError
     }
 }
 
-pub fn validate_aku(field: &str, aku: i64) -> Result<(), ValidationError> {
-    if (0..=1_000_000).contains(&aku) {
-        Ok(())
-    } else {
-        Err(ValidationError::new(
-            field,
-            format!("{aku} is out of range; it must be between 0 and 1000000"),
-        ))
-    }
+/// The most AKU one environment may be allocated or report in use.
+pub const MAX_ENVIRONMENT_AKU: i64 = 1_000_000;
+
+pub fn validate_aku(field: &str, aku: validate::Long) -> Result<i64, ValidationError> {
+    aku.within(field, 0, MAX_ENVIRONMENT_AKU)
 }
 
 /// An environment as the vendor's API shows it.
@@ -93,10 +89,12 @@ pub fn allocation_refusal(
     others: i64,
     requested: i64,
 ) -> Option<String> {
-    (others + requested > max_count).then(|| {
+    // `others` sums every other environment: checked, though far from the bound.
+    let total = others.checked_add(requested);
+    total.is_none_or(|t| t > max_count).then(|| {
         format!(
             "allocating {requested} {entitlement} would exceed license {license_arn}: {others} of {max_count} are already allocated to other environments, so at most {} remain",
-            (max_count - others).max(0)
+            max_count.saturating_sub(others).max(0)
         )
     })
 }

@@ -14,8 +14,10 @@ pub mod grant;
 pub mod ids;
 pub mod license;
 pub mod timefmt;
+pub mod units;
 pub mod validate;
 
 pub use clock::Clock;
 pub use ids::{AccountId, GrantArn, LicenseArn};
+pub use units::{Units, MAX_UNITS};
 pub use validate::ValidationError;

@@ -247,7 +247,7 @@ pub fn key_fingerprint(issuer_account: &AccountId, issuer_name: &str) -> String 
 pub struct EntitlementInput {
     pub name: Option<String>,
     pub value: Option<String>,
-    pub max_count: Option<i64>,
+    pub max_count: Option<validate::Long>,
     pub overage: Option<bool>,
     pub unit: Option<String>,
     pub allow_check_in: Option<bool>,
@@ -270,14 +270,14 @@ pub struct DatetimeRangeInput {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ProvisionalInput {
-    pub max_time_to_live_in_minutes: Option<i64>,
+    pub max_time_to_live_in_minutes: Option<validate::Long>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct BorrowInput {
     pub allow_early_check_in: Option<bool>,
-    pub max_time_to_live_in_minutes: Option<i64>,
+    pub max_time_to_live_in_minutes: Option<validate::Long>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -345,18 +345,9 @@ fn required_text(field: &str, v: &Option<String>, max: usize) -> Result<String, 
     Ok(s.clone())
 }
 
-fn ttl(field: &str, v: Option<i64>) -> Result<i64, ValidationError> {
+fn ttl(field: &str, v: Option<validate::Long>) -> Result<i64, ValidationError> {
     let m = v.ok_or_else(|| ValidationError::new(field, "is required"))?;
-    if !(1..=limits::MAX_TTL_MINUTES).contains(&m) {
-        return Err(ValidationError::new(
-            field,
-            format!(
-                "{m} is out of range; it must be between 1 and {}",
-                limits::MAX_TTL_MINUTES
-            ),
-        ));
-    }
-    Ok(m)
+    m.within(field, 1, limits::MAX_TTL_MINUTES)
 }
 
 impl EntitlementInput {
@@ -364,6 +355,7 @@ impl EntitlementInput {
         let name = required_text(&format!("{at}.Name"), &self.name, limits::NAME)?;
         let unit_s = required(&format!("{at}.Unit"), &self.unit)?;
         let unit = EntitlementUnit::parse(&format!("{at}.Unit"), unit_s)?;
+        let mut max_count = None;
         if unit == EntitlementUnit::None {
             if self.max_count.is_some() {
                 return Err(ValidationError::new(
@@ -385,26 +377,21 @@ impl EntitlementInput {
                     format!("is only for entitlements with Unit None; a {unit} entitlement takes MaxCount"),
                 ));
             }
-            match self.max_count {
-                Some(n) if n < 0 => {
-                    return Err(ValidationError::new(
-                        format!("{at}.MaxCount"),
-                        format!("{n} is negative"),
-                    ))
-                }
+            max_count = match self.max_count {
+                Some(n) => Some(n.units(&format!("{at}.MaxCount"))?.get()),
                 None if self.overage != Some(true) => {
                     return Err(ValidationError::new(
                         format!("{at}.MaxCount"),
                         format!("is required for a {unit} entitlement unless Overage is true"),
                     ))
                 }
-                _ => {}
-            }
+                None => None,
+            };
         }
         Ok(Entitlement {
             name,
             value: self.value.clone(),
-            max_count: self.max_count,
+            max_count,
             overage: self.overage,
             unit,
             allow_check_in: self.allow_check_in,

@@ -26,15 +26,67 @@ impl fmt::Display for ValidationError {
 
 impl std::error::Error for ValidationError {}
 
+/// A whole number as received in JSON, of any size: kept as sent so that
+/// validation names the field and the accepted range, rather than the JSON
+/// reader refusing a number too large for 64 bits.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Long {
+    Int(i64),
+    Big(u64),
+    Float(f64),
+}
+
+impl Long {
+    /// The number, if it is whole and within `lo..=hi`.
+    pub fn within(self, field: &str, lo: i64, hi: i64) -> Result<i64, ValidationError> {
+        match self {
+            Long::Int(n) if (lo..=hi).contains(&n) => Ok(n),
+            _ => Err(ValidationError::new(
+                field,
+                format!("{self} is out of range; it must be a whole number between {lo} and {hi}"),
+            )),
+        }
+    }
+
+    /// The number as a counted quantity (0 to [`crate::MAX_UNITS`]).
+    pub fn units(self, field: &str) -> Result<crate::Units, ValidationError> {
+        self.within(field, 0, crate::MAX_UNITS)
+            .and_then(|n| crate::Units::of(field, n))
+    }
+}
+
+impl From<i64> for Long {
+    fn from(n: i64) -> Self {
+        Long::Int(n)
+    }
+}
+
+impl fmt::Display for Long {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Long::Int(n) => n.fmt(f),
+            Long::Big(n) => n.fmt(f),
+            Long::Float(x) => x.fmt(f),
+        }
+    }
+}
+
+/// A NUL character: no store can keep it in text (PostgreSQL refuses it).
+fn has_nul(value: &str) -> bool {
+    value.contains('\0')
+}
+
+fn nul_refused(field: &str) -> ValidationError {
+    ValidationError::new(field, "must not contain a NUL character (U+0000)")
+}
+
 /// Checks a required, non-empty string of at most `max` characters.
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
     if value.trim().is_empty() {
         return Err(ValidationError::new(field, "must not be empty"));
     }
-    if value.chars().count() > max {
-        return Err(ValidationError::new(field, format!("must be at most {max} characters")));
-    }
-    Ok(())
+    opt_text(field, Some(value), max)
 }
 
 /// Checks an optional string of at most `max` characters (empty is allowed).
@@ -43,12 +95,16 @@ pub fn opt_text(field: &str, value: Option<&str>, max: usize) -> Result<(), Vali
         Some(v) if v.chars().count() > max => {
             Err(ValidationError::new(field, format!("must be at most {max} characters")))
         }
+        Some(v) if has_nul(v) => Err(nul_refused(field)),
         _ => Ok(()),
     }
 }
 
 /// ClientToken: 1 to 2048 characters without whitespace (the model's `\S+`).
 pub fn client_token(field: &str, value: &str) -> Result<(), ValidationError> {
+    if has_nul(value) {
+        return Err(nul_refused(field));
+    }
     if value.is_empty() || value.len() > 2048 || value.chars().any(char::is_whitespace) {
         return Err(ValidationError::new(
             field,
@@ -59,13 +115,9 @@ pub fn client_token(field: &str, value: &str) -> Result<(), ValidationError> {
 }
 
 /// MaxResults: 1 to 100.
-pub fn max_results(value: Option<i64>) -> Result<usize, ValidationError> {
+pub fn max_results(value: Option<Long>) -> Result<usize, ValidationError> {
     match value {
         None => Ok(100),
-        Some(n) if (1..=100).contains(&n) => Ok(n as usize),
-        Some(n) => Err(ValidationError::new(
-            "MaxResults",
-            format!("{n} is out of range; it must be between 1 and 100"),
-        )),
+        Some(n) => Ok(n.within("MaxResults", 1, 100)? as usize),
     }
 }

@@ -15,6 +15,8 @@ pub enum ApiError {
     #[error("{0}")]
     ResourceNotFound(String),
     #[error("{0}")]
+    InvalidParameterValue(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     NoEntitlementsAllowed(String),
@@ -46,6 +48,7 @@ impl ApiError {
             Self::Validation(_) => "ValidationException",
             Self::AccessDenied(_) => "AccessDeniedException",
             Self::ResourceNotFound(_) => "ResourceNotFoundException",
+            Self::InvalidParameterValue(_) => "InvalidParameterValueException",
             Self::Conflict(_) => "ConflictException",
             Self::NoEntitlementsAllowed(_) => "NoEntitlementsAllowedException",
             Self::EntitlementNotAllowed(_) => "EntitlementNotAllowedException",

@@ -120,7 +120,10 @@ async fn test_clock(State(state): State<SharedState>, body: Option<Json<ClockShi
     let Some(Json(shift)) = body else {
         return ApiError::Serialization("expected {\"AdvanceSeconds\": N}".into()).into_response();
     };
-    let total = state.clock.advance(shift.advance_seconds);
+    let total = match state.clock.advance(shift.advance_seconds) {
+        Ok(t) => t,
+        Err(e) => return ApiError::Validation(format!("AdvanceSeconds: {e}")).into_response(),
+    };
     Json(serde_json::json!({"Now": timefmt::format(state.clock.now()), "OffsetSeconds": total})).into_response()
 }
 

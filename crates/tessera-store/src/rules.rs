@@ -6,12 +6,13 @@
 use time::OffsetDateTime;
 
 use tessera_core::consumption::{
-    self, check_in_refusal, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal,
-    CheckInRefusal, CheckoutPlan, Consumption, ConsumptionStatus, Draw, EntitlementData,
+    self, check_in_refusal, draw_units, may_checkout, plan_borrow, plan_checkout, unavailable_reason, BorrowRefusal,
+    CheckInRefusal, CheckoutPlan, Consumption, ConsumptionStatus, Draw, DrawRefusal, EntitlementData,
 };
 use tessera_core::grant::AllowedOperation;
 use tessera_core::license::{CheckoutType, License};
 use tessera_core::{AccountId, LicenseArn};
+use tessera_core::{Units, MAX_UNITS};
 
 use crate::{BorrowCommand, CheckoutCommand, Result, StoreError};
 
@@ -128,14 +129,68 @@ pub(crate) fn token_reused(client_token: &str, op: &str) -> StoreError {
     ))
 }
 
+/// A counted entitlement's counter as a store holds it while it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub consumed: Units,
+    pub max_count: Option<i64>,
+    pub overage: bool,
+}
+
+/// A counter's value read from the database, which only ever holds a count.
+pub(crate) fn stored_units(v: i64) -> Result<Units> {
+    Units::new(v).ok_or_else(|| StoreError::Corrupt(format!("a stored count ({v}) is not between 0 and {MAX_UNITS}")))
+}
+
+/// Decides a plan's draws against its counters, as `read` gives them: the
+/// value each counter would hold after its draw (in draw order, a later draw
+/// of the same entitlement counted after the earlier one), or why the plan is
+/// refused. Nothing is changed; SQLite's writer and PostgreSQL's batch both
+/// decide with this, and apply the values only when every draw fits.
+pub(crate) fn decide_draws(
+    arn: &str,
+    draws: &[Draw],
+    mut read: impl FnMut(&str) -> Result<Tally>,
+) -> Result<std::result::Result<Vec<Units>, String>> {
+    let mut after: Vec<(&str, Units)> = Vec::with_capacity(draws.len());
+    for d in draws {
+        let t = read(&d.name)?;
+        let consumed = after
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == d.name)
+            .map_or(t.consumed, |(_, v)| *v);
+        match draw_units(consumed, d.amount, t.max_count, t.overage) {
+            Ok(v) => after.push((&d.name, v)),
+            Err(why) => return Ok(Err(refused_draw(d, arn, consumed, t.max_count, why))),
+        }
+    }
+    Ok(Ok(after.into_iter().map(|(_, v)| v).collect()))
+}
+
 /// Why a draw of `d` from license `arn` is refused, given its counter.
-pub(crate) fn exhausted(d: &Draw, arn: &str, consumed: i64, max: Option<i64>) -> String {
-    format!(
-        "entitlement '{}' of license {arn} is exhausted: {consumed} of {} in use, {} requested",
-        d.name,
-        max.unwrap_or(0),
-        d.amount
-    )
+pub(crate) fn refused_draw(d: &Draw, arn: &str, consumed: Units, max: Option<i64>, why: DrawRefusal) -> String {
+    match why {
+        DrawRefusal::Exhausted => format!(
+            "entitlement '{}' of license {arn} is exhausted: {consumed} of {} in use, {} requested",
+            d.name,
+            max.unwrap_or(0),
+            d.amount
+        ),
+        DrawRefusal::Uncountable => format!(
+            "entitlement '{}' of license {arn} cannot count more: {consumed} in use and {} requested would pass \
+             {MAX_UNITS}, the largest quantity Tessera counts",
+            d.name, d.amount
+        ),
+    }
+}
+
+/// Why a draw that a conditional update did not take was refused, from its counter read afterwards.
+pub(crate) fn refusal_of(d: &Draw, arn: &str, t: Tally) -> String {
+    let why = draw_units(t.consumed, d.amount, t.max_count, t.overage)
+        .err()
+        .unwrap_or(DrawRefusal::Exhausted);
+    refused_draw(d, arn, t.consumed, t.max_count, why)
 }
 
 /// A checkout's refusal when no license got as far as a reason of its own.

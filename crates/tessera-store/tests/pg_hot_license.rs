@@ -102,7 +102,7 @@ async fn hot_license_on_two_servers_never_overshoots_and_ends_consistent() {
                     }
                     (a, b) => panic!("one ClientToken, answers {:?} and {:?}", outcome(&a), outcome(&b)),
                 };
-                assert_eq!(c.draws[0].amount, seats);
+                assert_eq!(c.draws[0].amount.get(), seats);
                 granted.lock().unwrap().insert(ct.clone(), (c.token.clone(), seats));
                 // A late retry, after the answer, replays it too.
                 if round % 5 == 0 {

@@ -300,7 +300,7 @@ struct ListGrantsInput {
     grant_arns: Option<Vec<String>>,
     filters: Option<Vec<FilterInput>>,
     next_token: Option<String>,
-    max_results: Option<i64>,
+    max_results: Option<tessera_core::validate::Long>,
 }
 
 fn grant_query(input: &ListGrantsInput, allowed: &[&str]) -> ApiResult<GrantQuery> {

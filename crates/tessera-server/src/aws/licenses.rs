@@ -167,7 +167,7 @@ struct ListInput {
     license_arns: Option<Vec<String>>,
     filters: Option<Vec<FilterInput>>,
     next_token: Option<String>,
-    max_results: Option<i64>,
+    max_results: Option<tessera_core::validate::Long>,
 }
 
 /// Applies the documented filters; `allowed` lists the names this operation takes.
@@ -261,7 +261,7 @@ async fn received_through_grant(state: &SharedState, caller: &AccountId, license
 struct ListVersionsInput {
     license_arn: Option<String>,
     next_token: Option<String>,
-    max_results: Option<i64>,
+    max_results: Option<tessera_core::validate::Long>,
 }
 
 pub async fn list_license_versions(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {

@@ -5,6 +5,7 @@ mod auth;
 mod consumption;
 mod grants;
 mod licenses;
+pub mod operation;
 mod tags;
 mod tokens;
 
@@ -25,21 +26,9 @@ use tracing::Instrument;
 use crate::error::{ApiError, ApiResult};
 use crate::SharedState;
 
+pub use operation::Operation;
+
 pub const TARGET_PREFIX: &str = "AWSLicenseManager.";
-
-/// Operations of the AWS API that this server does not offer.
-const NOT_OFFERED: &[&str] = &[
-    "ListReceivedGrantsForOrganization",
-    "ListReceivedLicensesForOrganization",
-];
-
-/// The only operations an access token (`Authorization: Bearer`) may call.
-const BEARER_OPERATIONS: &[&str] = &[
-    "CheckoutLicense",
-    "CheckInLicense",
-    "ExtendLicenseConsumption",
-    "CheckoutBorrowLicense",
-];
 
 /// Who is calling: an account, possibly confined to one license by an access token.
 #[derive(Debug, Clone)]
@@ -78,45 +67,57 @@ pub async fn handle(
         if target == "AWSLicenseManager.GetAccessToken" && !headers.contains_key("authorization") {
             return tokens::get_access_token(&state, parse_body(&body)?)
                 .await
-                .map(|v| v.to_string());
+                .map(|v| v.to_string())
+                .map_err(|e| e.fit(Operation::GetAccessToken));
         }
-        let caller = authenticate(&state, &method, &uri, &headers, &body, &target).await?;
+        let op = target.strip_prefix(TARGET_PREFIX).map(|name| {
+            Operation::parse(name).ok_or_else(|| {
+                ApiError::UnknownOperation(if operation::NOT_OFFERED.contains(&name) {
+                    format!("operation {name} is not offered by this Tessera server (it has no organizations)")
+                } else {
+                    format!("operation {name} is not a License Manager operation offered by Tessera")
+                })
+            })
+        });
+        let caller = authenticate(
+            &state,
+            &method,
+            &uri,
+            &headers,
+            &body,
+            op.as_ref().and_then(|o| o.as_ref().ok()),
+        )
+        .await?;
         tracing::Span::current().record("account", caller.account.as_str());
-        if let Some(op) = target.strip_prefix(crate::native::TARGET_PREFIX) {
+        if let Some(name) = target.strip_prefix(crate::native::TARGET_PREFIX) {
             if caller.license.is_some() {
                 return Err(ApiError::AccessDenied(format!(
-                    "an access token may call only {}; sign {op} with an access key",
-                    BEARER_OPERATIONS.join(", ")
+                    "an access token may call only {}; sign {name} with an access key",
+                    Operation::bearer_names()
                 )));
             }
-            return crate::native::dispatch(&state, &caller, op, parse_body(&body)?)
+            return crate::native::dispatch(&state, &caller, name, parse_body(&body)?)
                 .await
                 .map(|v| v.to_string());
         }
-        let op = target.strip_prefix(TARGET_PREFIX).ok_or_else(|| {
+        let op = op.ok_or_else(|| {
             ApiError::UnknownOperation(format!(
                 "X-Amz-Target '{target}' does not name an operation; expected {TARGET_PREFIX}<Operation>"
             ))
-        })?;
-        if caller.license.is_some() && !BEARER_OPERATIONS.contains(&op) {
+        })??;
+        if caller.license.is_some() && !op.bearer() {
             return Err(ApiError::AccessDenied(format!(
-                "an access token may call only {}; sign {op} with an access key",
-                BEARER_OPERATIONS.join(", ")
+                "an access token may call only {}; sign {} with an access key",
+                Operation::bearer_names(),
+                op.name()
             )));
         }
-        let answer = match op {
-            "CheckoutLicense" => consumption::checkout_license(&state, &caller, &body).await,
-            "CheckInLicense" => consumption::check_in_license(&state, &caller, &body).await,
-            "ExtendLicenseConsumption" => consumption::extend_license_consumption(&state, &caller, &body).await,
-            _ => async { dispatch(&state, &caller, op, parse_body(&body)?).await }
-                .await
-                .map(|v| v.to_string()),
-        };
+        let answer = dispatch(&state, &caller, op, &body).await;
         if let (Err(ApiError::UnrecognizedClient(_)), Some(key)) = (&answer, &caller.key) {
             // Revoked since it was cached: its next request reads the store.
             state.keys_seen.forget(key);
         }
-        answer
+        answer.map_err(|e| e.fit(op))
     }
     .instrument(span.clone())
     .await;
@@ -171,7 +172,7 @@ async fn authenticate(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    target: &str,
+    op: Option<&Operation>,
 ) -> ApiResult<Caller> {
     if let Some(token) = headers
         .get("authorization")
@@ -180,45 +181,54 @@ async fn authenticate(
     {
         return tokens::authenticate_bearer(state, token.trim()).await;
     }
-    let hot = target
-        .strip_prefix(TARGET_PREFIX)
-        .is_some_and(|op| BEARER_OPERATIONS.contains(&op));
+    // The writes that confirm the key themselves are the ones a workload calls.
+    let hot = op.is_some_and(|o| o.bearer());
     auth::sigv4(state, method, uri, headers, body, hot).await
 }
 
-async fn dispatch(state: &SharedState, caller: &Caller, op: &str, input: Value) -> ApiResult<Value> {
+/// Runs `op` on the request body; the answer is the response's JSON text.
+/// CheckoutLicense, CheckInLicense and ExtendLicenseConsumption run on every
+/// program's start-up and heartbeat: they read and write typed JSON directly;
+/// the others take the body as a JSON tree.
+async fn dispatch(state: &SharedState, caller: &Caller, op: Operation, body: &[u8]) -> ApiResult<String> {
+    use Operation as O;
     let account = &caller.account;
+    let tree = || parse_body(body);
+    let text = |v: Value| v.to_string();
     match op {
-        "CreateLicense" => licenses::create_license(state, account, input).await,
-        "CreateLicenseVersion" => licenses::create_license_version(state, account, input).await,
-        "GetLicense" => licenses::get_license(state, account, input).await,
-        "ListLicenses" => licenses::list_licenses(state, account, input).await,
-        "ListReceivedLicenses" => licenses::list_received_licenses(state, account, input).await,
-        "ListLicenseVersions" => licenses::list_license_versions(state, account, input).await,
-        "DeleteLicense" => licenses::delete_license(state, account, input).await,
-        "CheckoutBorrowLicense" => consumption::checkout_borrow_license(state, caller, input).await,
-        "GetLicenseUsage" => consumption::get_license_usage(state, account, input).await,
-        "CreateGrant" => grants::create_grant(state, account, input).await,
-        "AcceptGrant" => grants::accept_grant(state, account, input).await,
-        "RejectGrant" => grants::reject_grant(state, account, input).await,
-        "CreateGrantVersion" => grants::create_grant_version(state, account, input).await,
-        "DeleteGrant" => grants::delete_grant(state, account, input).await,
-        "GetGrant" => grants::get_grant(state, account, input).await,
-        "ListDistributedGrants" => grants::list_distributed_grants(state, account, input).await,
-        "ListReceivedGrants" => grants::list_received_grants(state, account, input).await,
-        "CreateToken" => tokens::create_token(state, account, input).await,
-        "GetAccessToken" => tokens::get_access_token(state, input).await,
-        "ListTokens" => tokens::list_tokens(state, account, input).await,
-        "DeleteToken" => tokens::delete_token(state, account, input).await,
-        "TagResource" => tags::tag_resource(state, account, input).await,
-        "UntagResource" => tags::untag_resource(state, account, input).await,
-        "ListTagsForResource" => tags::list_tags_for_resource(state, account, input).await,
-        other if NOT_OFFERED.contains(&other) => Err(ApiError::UnknownOperation(format!(
-            "operation {other} is not offered by this Tessera server (it has no organizations)"
-        ))),
-        other => Err(ApiError::UnknownOperation(format!(
-            "operation {other} is not a License Manager operation offered by Tessera"
-        ))),
+        O::CheckoutLicense => consumption::checkout_license(state, caller, body).await,
+        O::CheckInLicense => consumption::check_in_license(state, caller, body).await,
+        O::ExtendLicenseConsumption => consumption::extend_license_consumption(state, caller, body).await,
+        O::CreateLicense => licenses::create_license(state, account, tree()?).await.map(text),
+        O::CreateLicenseVersion => licenses::create_license_version(state, account, tree()?)
+            .await
+            .map(text),
+        O::GetLicense => licenses::get_license(state, account, tree()?).await.map(text),
+        O::ListLicenses => licenses::list_licenses(state, account, tree()?).await.map(text),
+        O::ListReceivedLicenses => licenses::list_received_licenses(state, account, tree()?)
+            .await
+            .map(text),
+        O::ListLicenseVersions => licenses::list_license_versions(state, account, tree()?).await.map(text),
+        O::DeleteLicense => licenses::delete_license(state, account, tree()?).await.map(text),
+        O::CheckoutBorrowLicense => consumption::checkout_borrow_license(state, caller, tree()?)
+            .await
+            .map(text),
+        O::GetLicenseUsage => consumption::get_license_usage(state, account, tree()?).await.map(text),
+        O::CreateGrant => grants::create_grant(state, account, tree()?).await.map(text),
+        O::AcceptGrant => grants::accept_grant(state, account, tree()?).await.map(text),
+        O::RejectGrant => grants::reject_grant(state, account, tree()?).await.map(text),
+        O::CreateGrantVersion => grants::create_grant_version(state, account, tree()?).await.map(text),
+        O::DeleteGrant => grants::delete_grant(state, account, tree()?).await.map(text),
+        O::GetGrant => grants::get_grant(state, account, tree()?).await.map(text),
+        O::ListDistributedGrants => grants::list_distributed_grants(state, account, tree()?).await.map(text),
+        O::ListReceivedGrants => grants::list_received_grants(state, account, tree()?).await.map(text),
+        O::CreateToken => tokens::create_token(state, account, tree()?).await.map(text),
+        O::GetAccessToken => tokens::get_access_token(state, tree()?).await.map(text),
+        O::ListTokens => tokens::list_tokens(state, account, tree()?).await.map(text),
+        O::DeleteToken => tokens::delete_token(state, account, tree()?).await.map(text),
+        O::TagResource => tags::tag_resource(state, account, tree()?).await.map(text),
+        O::UntagResource => tags::untag_resource(state, account, tree()?).await.map(text),
+        O::ListTagsForResource => tags::list_tags_for_resource(state, account, tree()?).await.map(text),
     }
 }
 

@@ -30,7 +30,7 @@ const MAX_EXPIRATION_DAYS: i64 = 3650;
 struct CreateTokenInput {
     license_arn: Option<String>,
     role_arns: Option<Vec<String>>,
-    expiration_in_days: Option<i64>,
+    expiration_in_days: Option<tessera_core::validate::Long>,
     token_properties: Option<Vec<String>>,
     client_token: Option<String>,
 }
@@ -66,12 +66,10 @@ pub async fn create_token(state: &SharedState, caller: &AccountId, v: Value) -> 
     let token = client_token(input.client_token)?;
     let arn = required("LicenseArn", input.license_arn)?;
     LicenseArn::parse("LicenseArn", &arn)?;
-    let days = input.expiration_in_days.unwrap_or(DEFAULT_EXPIRATION_DAYS);
-    if !(1..=MAX_EXPIRATION_DAYS).contains(&days) {
-        return Err(ApiError::Validation(format!(
-            "ExpirationInDays: {days} is out of range; it must be between 1 and {MAX_EXPIRATION_DAYS}"
-        )));
-    }
+    let days = input
+        .expiration_in_days
+        .unwrap_or(DEFAULT_EXPIRATION_DAYS.into())
+        .within("ExpirationInDays", 1, MAX_EXPIRATION_DAYS)?;
     let props = properties("TokenProperties", input.token_properties)?;
     let roles = input.role_arns.unwrap_or_default();
     if roles.len() > 10 {
@@ -242,7 +240,7 @@ struct ListTokensInput {
     token_ids: Option<Vec<String>>,
     filters: Option<Vec<FilterInput>>,
     next_token: Option<String>,
-    max_results: Option<i64>,
+    max_results: Option<tessera_core::validate::Long>,
 }
 
 pub async fn list_tokens(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {

@@ -27,7 +27,7 @@ struct RegisterInput {
     ops_bucket: Option<String>,
     cloud_provider: Option<String>,
     region: Option<String>,
-    aku: Option<i64>,
+    aku: Option<validate::Long>,
     entitlement: Option<String>,
 }
 
@@ -60,8 +60,7 @@ pub async fn register(state: &SharedState, caller: &AccountId, v: Value) -> ApiR
     validate::text("CloudProvider", &cloud_provider, 64)?;
     let region = required("Region", input.region)?;
     validate::text("Region", &region, limits::REGION)?;
-    let aku = required("Aku", input.aku)?;
-    validate_aku("Aku", aku)?;
+    let aku = validate_aku("Aku", required("Aku", input.aku)?)?;
     let entitlement = input.entitlement.unwrap_or_else(|| DEFAULT_ENTITLEMENT.to_owned());
     validate::text("Entitlement", &entitlement, limits::NAME)?;
     own_license(state, caller, &license_arn).await?;
@@ -108,8 +107,8 @@ pub async fn list(state: &SharedState, caller: &AccountId, v: Value) -> ApiResul
 struct EnvInput {
     environment_id: Option<String>,
     install_id: Option<String>,
-    aku: Option<i64>,
-    aku_in_use: Option<i64>,
+    aku: Option<validate::Long>,
+    aku_in_use: Option<validate::Long>,
 }
 
 async fn own_environment(state: &SharedState, caller: &AccountId, id: Option<String>) -> ApiResult<Environment> {
@@ -130,8 +129,7 @@ pub async fn get(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult
 
 pub async fn allocate(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
     let input: EnvInput = parse(v)?;
-    let aku = required("Aku", input.aku)?;
-    validate_aku("Aku", aku)?;
+    let aku = validate_aku("Aku", required("Aku", input.aku)?)?;
     let env = own_environment(state, caller, input.environment_id).await?;
     let env = state
         .store
@@ -249,8 +247,7 @@ pub async fn get_environment_license(state: &SharedState, caller: &AccountId, v:
 
 pub async fn report_usage(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
     let input: EnvInput = parse(v)?;
-    let in_use = required("AkuInUse", input.aku_in_use)?;
-    validate_aku("AkuInUse", in_use)?;
+    let in_use = validate_aku("AkuInUse", required("AkuInUse", input.aku_in_use)?)?;
     let (vendor, env) = agent_environment(state, caller, input.environment_id, input.install_id).await?;
     let env = state
         .store

@@ -62,14 +62,14 @@ use tessera_core::consumption::{self, CheckoutPlan, Consumption, ConsumptionStat
 use tessera_core::grant::AllowedOperation;
 use tessera_core::license::License;
 use tessera_core::timefmt::to_millis;
-use tessera_core::AccountId;
+use tessera_core::{AccountId, Units};
 
 use super::{consumption_of, granted, retryable, ATTEMPTS, CONSUMPTION_COLUMNS};
 use crate::codec::{corrupt, license_of};
 use crate::rules::{
-    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
-    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
-    refuse_extension, token_reused, Reach,
+    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, decide_draws,
+    direct_user, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
+    refuse_extension, stored_units, token_reused, Reach, Tally,
 };
 use crate::{BorrowCommand, CheckoutCommand, Result, StoreError};
 
@@ -408,7 +408,7 @@ struct Lic {
 }
 
 struct Counter {
-    consumed: i64,
+    consumed: Units,
     max_count: Option<i64>,
     overage: bool,
     changed: bool,
@@ -820,7 +820,7 @@ impl State {
                     s.counters.insert(
                         (row.try_get("license_arn")?, row.try_get("name")?),
                         Counter {
-                            consumed: row.try_get("consumed")?,
+                            consumed: stored_units(row.try_get("consumed")?)?,
                             max_count: row.try_get("max_count")?,
                             overage: row.try_get("overage")?,
                             changed: false,
@@ -852,7 +852,7 @@ impl State {
         }
         for d in draws {
             if let Some(c) = self.counters.get_mut(&(arn.to_owned(), d.name.clone())) {
-                c.consumed = c.consumed.saturating_sub(d.amount).max(0);
+                c.consumed = c.consumed.saturating_sub(d.amount);
                 c.changed = true;
             }
         }
@@ -861,33 +861,27 @@ impl State {
     /// Takes a plan's units if every pool has them; otherwise says why not and takes nothing.
     fn draw(&mut self, license: &License, plan: &CheckoutPlan) -> Result<Option<String>> {
         let arn = &license.license_arn;
-        let mut applied: Vec<&Draw> = Vec::new();
-        for d in &plan.draws {
-            let Some(c) = self.counters.get_mut(&(arn.clone(), d.name.clone())) else {
+        let counters = &self.counters;
+        let decided = decide_draws(arn, &plan.draws, |name| {
+            counters
+                .get(&(arn.clone(), name.to_owned()))
+                .map(|c| Tally {
+                    consumed: c.consumed,
+                    max_count: c.max_count,
+                    overage: c.overage,
+                })
                 // The one-by-one method fails here the same way.
-                return Err(StoreError::Database(sqlx::Error::RowNotFound));
-            };
-            let after = c
-                .consumed
-                .checked_add(d.amount)
-                .ok_or_else(|| corrupt(format!("counter '{}' of license {arn} overflows", d.name)))?;
-            let fits = match c.max_count {
-                None => true,
-                Some(max) => after <= max,
-            };
-            if c.overage || fits {
-                c.consumed = after;
+                .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+        })?;
+        let values = match decided {
+            Ok(v) => v,
+            Err(why) => return Ok(Some(why)),
+        };
+        for (d, value) in plan.draws.iter().zip(values) {
+            if let Some(c) = self.counters.get_mut(&(arn.clone(), d.name.clone())) {
+                c.consumed = value;
                 c.changed = true;
-                applied.push(d);
-                continue;
             }
-            let (consumed, max) = (c.consumed, c.max_count);
-            for a in applied {
-                if let Some(c) = self.counters.get_mut(&(arn.clone(), a.name.clone())) {
-                    c.consumed -= a.amount;
-                }
-            }
-            return Ok(Some(exhausted(d, arn, consumed, max)));
         }
         Ok(None)
     }
@@ -1138,7 +1132,7 @@ impl State {
             if c.changed {
                 counter_arns.push(arn.as_str());
                 counter_names.push(name.as_str());
-                counter_values.push(c.consumed);
+                counter_values.push(c.consumed.get());
             }
         }
         let mut ended_tokens = Vec::new();

@@ -78,8 +78,8 @@
 use crate::codec::{account_of, corrupt, license_of, new_access_key, random_account_id, version_json, version_outcome};
 use crate::rules::{
     borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
-    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
-    refuse_extension, token_reused, Reach,
+    issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refusal_of, refuse_check_in,
+    refuse_extension, stored_units, token_reused, Reach, Tally,
 };
 use std::future::Future;
 use std::str::FromStr;
@@ -97,7 +97,7 @@ use tessera_core::environment::Environment;
 use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
 use tessera_core::license::{CheckoutType, License, LicenseStatus, Tag};
 use tessera_core::timefmt::{from_millis, to_millis};
-use tessera_core::{AccountId, LicenseArn};
+use tessera_core::{AccountId, LicenseArn, Units, MAX_UNITS};
 
 use crate::{
     AccessKey, Account, BorrowCommand, CheckoutCommand, EntitlementUsage, GrantOutcome, GrantQuery, Idempotency,
@@ -446,7 +446,7 @@ async fn release(tx: &mut Transaction<'_, Postgres>, license_arn: &str, draws: &
         sqlx::query(
             "UPDATE entitlement_usage SET consumed = GREATEST(consumed - $1, 0) WHERE license_arn = $2 AND name = $3",
         )
-        .bind(d.amount)
+        .bind(d.amount.get())
         .bind(license_arn)
         .bind(&d.name)
         .execute(&mut **tx)
@@ -499,7 +499,8 @@ async fn expire_in(
         while i < expired.len() && expired[i].0 == arn && expired[i].1 == epoch {
             for d in &expired[i].2 {
                 match sums.iter_mut().find(|s| s.name == d.name) {
-                    Some(s) => s.amount += d.amount,
+                    // Every sum is of units counted once, so at most MAX_UNITS.
+                    Some(s) => s.amount = s.amount.checked_add(d.amount).unwrap_or(Units::MAX),
                     None => sums.push(d.clone()),
                 }
             }
@@ -703,32 +704,39 @@ async fn draw(
     for d in &plan.draws {
         let done = sqlx::query(
             "UPDATE entitlement_usage SET consumed = consumed + $1 WHERE license_arn = $2 AND name = $3 \
-             AND (overage OR max_count IS NULL OR consumed + $1 <= max_count)",
+             AND consumed + $1 <= $4 AND (overage OR max_count IS NULL OR consumed + $1 <= max_count)",
         )
-        .bind(d.amount)
+        .bind(d.amount.get())
         .bind(&license.license_arn)
         .bind(&d.name)
+        .bind(MAX_UNITS)
         .execute(&mut **tx)
         .await?;
         if done.rows_affected() == 1 {
             applied.push(d);
             continue;
         }
-        let (consumed, max): (i64, Option<i64>) =
-            sqlx::query_as("SELECT consumed, max_count FROM entitlement_usage WHERE license_arn = $1 AND name = $2")
-                .bind(&license.license_arn)
-                .bind(&d.name)
-                .fetch_one(&mut **tx)
-                .await?;
+        let (consumed, max_count, overage): (i64, Option<i64>, bool) = sqlx::query_as(
+            "SELECT consumed, max_count, overage FROM entitlement_usage WHERE license_arn = $1 AND name = $2",
+        )
+        .bind(&license.license_arn)
+        .bind(&d.name)
+        .fetch_one(&mut **tx)
+        .await?;
+        let tally = Tally {
+            consumed: stored_units(consumed)?,
+            max_count,
+            overage,
+        };
         for a in applied {
             sqlx::query("UPDATE entitlement_usage SET consumed = consumed - $1 WHERE license_arn = $2 AND name = $3")
-                .bind(a.amount)
+                .bind(a.amount.get())
                 .bind(&license.license_arn)
                 .bind(&a.name)
                 .execute(&mut **tx)
                 .await?;
         }
-        return Ok(Some(exhausted(d, &license.license_arn, consumed, max)));
+        return Ok(Some(refusal_of(d, &license.license_arn, tally)));
     }
     Ok(None)
 }

@@ -39,13 +39,13 @@ use tessera_core::consumption::{self, CheckoutPlan, Consumption, ConsumptionStat
 use tessera_core::grant::{chain_permits, AllowedOperation, Grant};
 use tessera_core::license::{CheckoutType, License};
 use tessera_core::timefmt::{from_millis, to_millis};
-use tessera_core::AccountId;
+use tessera_core::{AccountId, Units};
 
 use crate::codec::{account_of, corrupt, grant_of, license_of};
 use crate::rules::{
-    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, direct_user,
-    exhausted, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
-    refuse_extension, token_reused, Reach,
+    borrow_consumption, borrow_plan, check_consumer, checkout_consumption, checkout_plan, checkout_reach, decide_draws,
+    direct_user, issuer_without_beneficiary, may_not_borrow, no_grant, nothing_available, refuse_check_in,
+    refuse_extension, stored_units, token_reused, Reach, Tally,
 };
 use crate::{AccessKey, BorrowCommand, CheckoutCommand, EntitlementUsage, Result, StoreError};
 
@@ -82,17 +82,17 @@ struct LicenseState {
 struct Counter {
     /// The counter's row in `usage_counts`.
     usage_id: i64,
-    consumed: i64,
+    consumed: Units,
     max_count: Option<i64>,
     overage: bool,
 }
 
 impl Counter {
-    fn fits(&self, amount: i64) -> bool {
-        match self.max_count {
-            _ if self.overage => true,
-            None => true,
-            Some(m) => self.consumed + amount <= m,
+    fn tally(&self) -> Tally {
+        Tally {
+            consumed: self.consumed,
+            max_count: self.max_count,
+            overage: self.overage,
         }
     }
 }
@@ -337,7 +337,7 @@ fn commit(ctx: &mut Ctx) -> rusqlite::Result<()> {
             .prepare_cached("UPDATE usage_counts SET consumed = ?1 WHERE usage_id = ?2")?;
         for key in ctx.mem.dirty.drain() {
             if let Some(c) = ctx.mem.counters.get(&key) {
-                update.execute(params![c.consumed, c.usage_id])?;
+                update.execute(params![c.consumed.get(), c.usage_id])?;
             }
         }
     }
@@ -734,15 +734,16 @@ impl Ctx {
                  JOIN usage_counts c ON c.usage_id = u.usage_id WHERE u.license_arn = ?1 AND u.name = ?2",
             )?
             .query_row(params![arn, name], |r| {
-                Ok(Counter {
-                    usage_id: r.get(0)?,
-                    consumed: r.get(1)?,
-                    max_count: r.get(2)?,
-                    overage: r.get(3)?,
-                })
+                Ok((r.get(0)?, r.get::<_, i64>(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?
             .ok_or_else(|| corrupt(format!("license {arn} has no counter for entitlement '{name}'")))?;
+        let c = Counter {
+            usage_id: c.0,
+            consumed: stored_units(c.1)?,
+            max_count: c.2,
+            overage: c.3,
+        };
         self.mem.counters.insert(key, c);
         Ok(c)
     }
@@ -756,13 +757,18 @@ impl Ctx {
         Ok(())
     }
 
-    /// Adds `sign * amount` of each draw to its counter (never below zero);
-    /// written at the batch's end. The counters must be loaded.
-    fn apply(&mut self, arn: &str, draws: &[Draw], sign: i64) {
+    /// Adds each draw to its counter (`take`) or gives it back (never below
+    /// zero); written at the batch's end. The counters must be loaded, and a
+    /// draw added must have been decided by `decide_draws` against them.
+    fn apply(&mut self, arn: &str, draws: &[Draw], take: bool) {
         for d in draws {
             let key = (arn.to_owned(), d.name.clone());
             if let Some(c) = self.mem.counters.get_mut(&key) {
-                c.consumed = (c.consumed + sign * d.amount).max(0);
+                c.consumed = if take {
+                    c.consumed.checked_add(d.amount).unwrap_or(Units::MAX)
+                } else {
+                    c.consumed.saturating_sub(d.amount)
+                };
                 self.mem.dirty.insert(key);
             }
         }
@@ -833,7 +839,7 @@ impl Ctx {
             .execute(params![status, ended_at, token])?;
         self.mem.forget(token);
         if counted {
-            self.apply(arn, draws, -1);
+            self.apply(arn, draws, false);
         }
         Ok(())
     }
@@ -847,19 +853,7 @@ impl Ctx {
     /// Why the plan's units cannot all be taken from `license` now, if they cannot.
     fn shortfall(&mut self, license: &License, plan: &CheckoutPlan) -> Result<Option<String>> {
         let arn = &license.license_arn;
-        for (i, d) in plan.draws.iter().enumerate() {
-            let mut c = self.counter(arn, &d.name)?;
-            // Earlier draws of the same entitlement in this plan count too.
-            c.consumed += plan.draws[..i]
-                .iter()
-                .filter(|e| e.name == d.name)
-                .map(|e| e.amount)
-                .sum::<i64>();
-            if !c.fits(d.amount) {
-                return Ok(Some(exhausted(d, arn, c.consumed, c.max_count)));
-            }
-        }
-        Ok(None)
+        Ok(decide_draws(arn, &plan.draws, |name| self.counter(arn, name).map(|c| c.tally()))?.err())
     }
 
     /// Records a granted consumption and takes its units; `None` (and nothing
@@ -869,7 +863,7 @@ impl Ctx {
         if !insert_consumption(&self.conn, &c, client_token, hash, epoch)? {
             return Ok(None);
         }
-        self.apply(&c.license_arn, &c.draws, 1);
+        self.apply(&c.license_arn, &c.draws, true);
         if c.checkout_type == CheckoutType::Provisional {
             // Only lower a known bound: an unknown one is read afresh, with this row in it.
             if let Some(t) = self.mem.next_due.as_mut() {
@@ -1207,7 +1201,7 @@ pub(super) fn license_usage(ctx: &mut Ctx, arn: &str, now: OffsetDateTime) -> Re
                 .mem
                 .counters
                 .get(&(arn.to_owned(), name.clone()))
-                .map_or(consumed, |c| c.consumed);
+                .map_or(consumed, |c| c.consumed.get());
             EntitlementUsage {
                 name,
                 unit,
@@ -1271,7 +1265,7 @@ mod tests {
     fn counter(usage_id: i64, consumed: i64) -> Counter {
         Counter {
             usage_id,
-            consumed,
+            consumed: Units::new(consumed).unwrap(),
             max_count: Some(10),
             overage: false,
         }
@@ -1305,7 +1299,7 @@ mod tests {
         assert_eq!(ctx.mem.licenses.len(), 1);
         assert!(ctx.mem.licenses.contains_key("arn-one-more"));
         assert!(ctx.mem.by_product.is_empty());
-        assert_eq!(ctx.mem.counters.get(&changed).map(|c| c.consumed), Some(7));
+        assert_eq!(ctx.mem.counters.get(&changed).map(|c| c.consumed.get()), Some(7));
         assert!(!ctx.mem.counters.contains_key(&clean));
         assert!(ctx.mem.dirty.contains(&changed));
     }

@@ -9,3 +9,4 @@ mod behaviour;
 mod concurrency;
 mod helpers;
 mod migrations;
+mod model;

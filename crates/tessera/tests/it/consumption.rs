@@ -109,7 +109,7 @@ async fn client_tokens_make_checkout_idempotent() {
     changed["Entitlements"][0]["Value"] = json!("3");
     assert_eq!(
         kind(customer.client.call("CheckoutLicense", &changed).await),
-        "ConflictException"
+        "ValidationException"
     );
     assert_eq!(consumed(&customer.client, &arn).await, "2");
 }

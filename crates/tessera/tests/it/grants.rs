@@ -173,7 +173,7 @@ async fn grants_hand_a_license_on_and_take_it_back() {
                 .call("DeleteGrant", &json!({"GrantArn": g1, "Version": "1"}))
                 .await
         ),
-        "ConflictException"
+        "ValidationException"
     );
     let d = vendor
         .client
@@ -216,12 +216,12 @@ async fn a_rejected_grant_is_rejected_for_good() {
     let team = app.account("team").await;
     let arn = create(&vendor, seed_license("r", &customer.id)).await;
     let g = grant(&vendor, &arn, &team, &["CheckoutLicense"]).await;
-    assert_eq!(kind(set_status_raw(&team, &g, "ACTIVE").await), "ConflictException");
+    assert_eq!(kind(set_status_raw(&team, &g, "ACTIVE").await), "ValidationException");
     let r = team.client.call("RejectGrant", &json!({"GrantArn": g})).await.unwrap();
     assert_eq!(r["Status"], "REJECTED");
     assert_eq!(
         kind(team.client.call("AcceptGrant", &json!({"GrantArn": g})).await),
-        "ConflictException"
+        "ValidationException"
     );
     assert!(
         team.client.call("ListReceivedLicenses", &json!({})).await.unwrap()["Licenses"]

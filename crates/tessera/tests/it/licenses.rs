@@ -25,7 +25,7 @@ async fn create_license_is_idempotent_per_client_token() {
     other["LicenseName"] = json!("another");
     assert_eq!(
         kind(vendor.client.call("CreateLicense", &other).await),
-        "ConflictException"
+        "ValidationException"
     );
     let listed = vendor.client.call("ListLicenses", &json!({})).await.unwrap();
     assert_eq!(listed["Licenses"].as_array().unwrap().len(), 1);
@@ -266,7 +266,7 @@ async fn strangers_are_refused_and_nothing_changes() {
     let missing = format!("arn:aws:license-manager::{}:license:l-{}", vendor.id, "0".repeat(32));
     assert_eq!(
         kind(vendor.client.call("GetLicense", &json!({"LicenseArn": missing})).await),
-        "ResourceNotFoundException"
+        "InvalidParameterValueException"
     );
     assert_eq!(
         kind(
