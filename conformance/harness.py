@@ -625,10 +625,12 @@ def expect_error(code: str, fn: Callable, **kwargs) -> dict:
     pytest.fail(f"{op}: expected {code}, but the call succeeded: {strip_meta(resp)}")
 
 
-def expect_validation(fn: Callable, field: str, **kwargs) -> dict:
-    resp = expect_error("ValidationException", fn, **kwargs)
+def expect_validation(fn: Callable, field: str, code: str = "ValidationException", **kwargs) -> dict:
+    """A refused input whose message names `field`. ListLicenseVersions lists no
+    ValidationException in the model: it answers InvalidParameterValueException."""
+    resp = expect_error(code, fn, **kwargs)
     msg = resp["Error"].get("Message", "")
-    assert field in msg, f"ValidationException message does not name {field!r}: {msg!r}"
+    assert field in msg, f"{code} message does not name {field!r}: {msg!r}"
     return resp
 
 

@@ -88,13 +88,13 @@ def test_three_level_grant_lifecycle(world, people):
     assert sorted(meta["ReceivedMetadata"]["AllowedOperations"]) == sorted(FIVE)
     expect_error("AccessDeniedException", a.get_license, LicenseArn=arn)
     expect_error("NoEntitlementsAllowedException", checkout, client=a, sku=sku, fp=fp)
-    expect_error("ConflictException", set_grant_status, client=a, grant_arn=g1_arn, status="ACTIVE")
+    expect_error("ValidationException", set_grant_status, client=a, grant_arn=g1_arn, status="ACTIVE")
     expect_error("AccessDeniedException", v.accept_grant, GrantArn=g1_arn)
 
     # Accepted is DISABLED until activated: still no use, no re-grant.
     acc = a.accept_grant(GrantArn=g1_arn)
     assert (acc["GrantArn"], acc["Status"], acc["Version"]) == (g1_arn, "DISABLED", "2")
-    expect_error("ConflictException", a.accept_grant, GrantArn=g1_arn)
+    expect_error("ValidationException", a.accept_grant, GrantArn=g1_arn)
     assert received(a, arn)["ReceivedMetadata"]["ReceivedStatus"] == "DISABLED"
     expect_error("NoEntitlementsAllowedException", checkout, client=a, sku=sku, fp=fp)
     expect_error("AccessDeniedException", create_grant, client=a, license_arn=arn, grantee=sub,
@@ -102,7 +102,7 @@ def test_three_level_grant_lifecycle(world, people):
 
     act = set_grant_status(a, g1_arn, "ACTIVE", StatusReason="go live", SourceVersion="2")
     assert (act["Status"], act["Version"]) == ("ACTIVE", "3")
-    expect_error("ConflictException", set_grant_status, client=a, grant_arn=g1_arn, status="DISABLED",
+    expect_error("ValidationException", set_grant_status, client=a, grant_arn=g1_arn, status="DISABLED",
                  SourceVersion="2")
     assert get_grant(a, g1_arn)["StatusReason"] == "go live"
     meta = received(a, arn)["ReceivedMetadata"]
@@ -191,7 +191,7 @@ def test_three_level_grant_lifecycle(world, people):
 
     # --- only the grantor deletes, at the current version
     expect_error("AccessDeniedException", a.delete_grant, GrantArn=g1_arn, Version="6")
-    expect_error("ConflictException", v.delete_grant, GrantArn=g1_arn, Version="5")
+    expect_error("ValidationException", v.delete_grant, GrantArn=g1_arn, Version="5")
     gone = v.delete_grant(GrantArn=g1_arn, Version="6", StatusReason="contract ended")
     assert (gone["GrantArn"], gone["Status"], gone["Version"]) == (g1_arn, "DELETED", "7")
     g1_now = get_grant(a, g1_arn)
@@ -199,8 +199,8 @@ def test_three_level_grant_lifecycle(world, people):
     expect_error("NoEntitlementsAllowedException", checkout, client=b, sku=sku, fp=fp)
     expect_error("NoEntitlementsAllowedException", checkout, client=a, sku=sku, fp=fp)
     assert received(a, arn) is None, "a DELETED grant no longer shows the license"
-    expect_error("ConflictException", set_grant_status, client=a, grant_arn=g1_arn, status="ACTIVE")
-    expect_error("ConflictException", v.delete_grant, GrantArn=g1_arn, Version="7")
+    expect_error("ValidationException", set_grant_status, client=a, grant_arn=g1_arn, status="ACTIVE")
+    expect_error("ValidationException", v.delete_grant, GrantArn=g1_arn, Version="7")
     assert consumed(v, arn) == "1", "the sub-account's checkout is still out"
     expect_error("AccessDeniedException", b.check_in_license, LicenseConsumptionToken=c3["LicenseConsumptionToken"])
 
@@ -222,8 +222,8 @@ def test_reject_is_for_good(world, people):
     rej = b.reject_grant(GrantArn=g)
     assert (rej["GrantArn"], rej["Status"], rej["Version"]) == (g, "REJECTED", "2")
     assert received(b, arn) is None, "a REJECTED grant no longer shows the license"
-    expect_error("ConflictException", b.accept_grant, GrantArn=g)
-    expect_error("ConflictException", set_grant_status, client=b, grant_arn=g, status="ACTIVE")
+    expect_error("ValidationException", b.accept_grant, GrantArn=g)
+    expect_error("ValidationException", set_grant_status, client=b, grant_arn=g, status="ACTIVE")
     expect_error("NoEntitlementsAllowedException", checkout, client=b, sku=req["ProductSKU"], fp=world.fingerprint())
     assert get_grant(v, g)["GrantStatus"] == "REJECTED"
     assert _statuses(b, g) == [("1", "PENDING_ACCEPT"), ("2", "REJECTED")]
@@ -238,7 +238,7 @@ def test_reject_an_active_grant_stops_its_use(world, people):
     expect_error("NoEntitlementsAllowedException", checkout, client=b, sku=req["ProductSKU"], fp=world.fingerprint())
     expect_error("AccessDeniedException", b.check_in_license, LicenseConsumptionToken=out["LicenseConsumptionToken"])
     assert consumed(v, arn) == "1"
-    expect_error("ConflictException", set_grant_status, client=b, grant_arn=g, status="ACTIVE")
+    expect_error("ValidationException", set_grant_status, client=b, grant_arn=g, status="ACTIVE")
     assert _statuses(v, g) == [("1", "PENDING_ACCEPT"), ("2", "DISABLED"), ("3", "ACTIVE"), ("4", "REJECTED")]
 
 
@@ -250,7 +250,7 @@ def test_deleting_a_pending_grant(world, people):
     expect_error("AccessDeniedException", world.s.delete_grant, GrantArn=g, Version="1")
     out = v.delete_grant(GrantArn=g, Version="1")
     assert (out["Status"], out["Version"]) == ("DELETED", "2")
-    expect_error("ConflictException", b.accept_grant, GrantArn=g)
+    expect_error("ValidationException", b.accept_grant, GrantArn=g)
     assert received(b, arn) is None
 
 
@@ -264,7 +264,7 @@ def test_get_grant_is_for_the_two_parties(world, people):
     expect_error("AccessDeniedException", world.s.get_grant, GrantArn=g, Version="1")
     expect_error("AccessDeniedException", world.c.get_grant, GrantArn=g)  # the beneficiary is no party
     missing = f"arn:aws:license-manager::{world.vendor.account_id}:grant:g-{uuid.uuid4().hex}"
-    expect_error("ResourceNotFoundException", v.get_grant, GrantArn=missing)
+    expect_error("InvalidParameterValueException", v.get_grant, GrantArn=missing)
 
 
 def test_create_grant_is_idempotent_per_client_token(world, people):
@@ -275,7 +275,7 @@ def test_create_grant_is_idempotent_per_client_token(world, people):
     again = create_grant(v, arn, sub, ["CheckoutLicense"], name="idem", ClientToken=ct)
     assert again["GrantArn"] == first["GrantArn"]
     assert (again["Status"], again["Version"]) == ("PENDING_ACCEPT", "1")
-    expect_error("ConflictException", create_grant, client=v, license_arn=arn, grantee=sub,
+    expect_error("ValidationException", create_grant, client=v, license_arn=arn, grantee=sub,
                  ops=["CheckoutLicense", "CheckInLicense"], name="idem", ClientToken=ct)
     listed = v.list_distributed_grants(Filters=[{"Name": "LicenseArn", "Values": [arn]}])["Grants"]
     assert ids(listed, "GrantArn") == [first["GrantArn"]], "a retry made no second grant"
@@ -285,7 +285,7 @@ def test_create_grant_refusals(world, people):
     v, s, sub = world.v, world.s, people["sub"]
     arn, _ = world.create_license()
     missing = f"arn:aws:license-manager::{world.vendor.account_id}:license:l-{uuid.uuid4().hex}"
-    expect_error("ResourceNotFoundException", create_grant, client=v, license_arn=missing, grantee=sub,
+    expect_error("InvalidParameterValueException", create_grant, client=v, license_arn=missing, grantee=sub,
                  ops=["CheckoutLicense"])
     expect_validation(create_grant, "HomeRegion", client=v, license_arn=arn, grantee=sub,
                       ops=["CheckoutLicense"], HomeRegion="eu-west-1")

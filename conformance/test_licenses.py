@@ -266,14 +266,15 @@ def test_stranger_is_denied(world):
     assert world.v.list_tags_for_resource(ResourceArn=arn).get("Tags", []) == []
 
 
-def test_missing_license_is_not_found(world):
+def test_a_missing_license_is_a_bad_parameter_value(world):
+    """Only the operations whose model lists ResourceNotFoundException answer it."""
     missing = _missing_arn(world.vendor.account_id)
     v = world.v
-    expect_error("ResourceNotFoundException", v.get_license, LicenseArn=missing)
-    expect_error("ResourceNotFoundException", v.delete_license, LicenseArn=missing, SourceVersion="1")
-    expect_error("ResourceNotFoundException", v.get_license_usage, LicenseArn=missing)
-    expect_error("ResourceNotFoundException", v.list_license_versions, LicenseArn=missing)
-    expect_error("ResourceNotFoundException", v.tag_resource, ResourceArn=missing, Tags=[{"Key": "k", "Value": "v"}])
+    expect_error("InvalidParameterValueException", v.get_license, LicenseArn=missing)
+    expect_error("InvalidParameterValueException", v.delete_license, LicenseArn=missing, SourceVersion="1")
+    expect_error("InvalidParameterValueException", v.get_license_usage, LicenseArn=missing)
+    expect_error("InvalidParameterValueException", v.list_license_versions, LicenseArn=missing)
+    expect_error("InvalidParameterValueException", v.tag_resource, ResourceArn=missing, Tags=[{"Key": "k", "Value": "v"}])
     _, req = world.create_license()
     expect_error("ResourceNotFoundException", v.create_license_version,
                  **version_request(missing, req, source_version="1"))
@@ -292,7 +293,7 @@ def test_create_license_is_idempotent_per_client_token(world):
     assert ids(listed) == [first["LicenseArn"]]
 
     changed = dict(req, LicenseName="something else")
-    expect_error("ConflictException", world.v.create_license, **changed)
+    expect_error("ValidationException", world.v.create_license, **changed)
 
     # the token is per account: another account may use the same one
     other = license_request(beneficiary=world.customer.account_id, client_token=req["ClientToken"])

@@ -69,7 +69,8 @@ def test_max_results_out_of_range(world, vraw, op, value):
     if op == "list_license_versions":
         arn, _ = world.create_license()
         kw["LicenseArn"] = arn
-    expect_validation(getattr(vraw, op), "MaxResults", **kw)
+    code = "InvalidParameterValueException" if op == "list_license_versions" else "ValidationException"
+    expect_validation(getattr(vraw, op), "MaxResults", code=code, **kw)
 
 
 @pytest.mark.parametrize("value", [1, 100])
@@ -88,7 +89,8 @@ def test_bad_license_arn(world, bad):
 
 def test_bad_license_arn_in_other_ops(world):
     expect_validation(world.v.get_license_usage, "LicenseArn", LicenseArn="nope")
-    expect_validation(world.v.list_license_versions, "LicenseArn", LicenseArn="nope")
+    expect_validation(world.v.list_license_versions, "LicenseArn", code="InvalidParameterValueException",
+                      LicenseArn="nope")
     expect_validation(world.v.delete_license, "LicenseArn", LicenseArn="nope", SourceVersion="1")
 
 
