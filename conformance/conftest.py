@@ -22,11 +22,11 @@ def pytest_sessionstart(session):
 
 
 def _new_server(tmp_path_factory, *, test_clock: bool = True, config_from_env: bool = False,
-                start: bool = True) -> TesseraServer:
+                start: bool = True, **kw) -> TesseraServer:
     n = next(_counter)
     base = tmp_path_factory.mktemp(f"tessera-{n}")
     server = TesseraServer(base / "data", base / "server.log", test_clock=test_clock,
-                           config_from_env=config_from_env)
+                           config_from_env=config_from_env, **kw)
     _running.append(server)
     if start:
         server.start()

@@ -201,8 +201,12 @@ class TesseraServer:
 
     def __init__(self, data_dir: Path, log_path: Path, *, test_clock: bool = True,
                  config_from_env: bool = False, binary: Optional[Path] = None,
-                 database_url: Optional[str] = None):
+                 database_url: Optional[str] = None, extra_args: Iterable[str] = (),
+                 nofile: Optional[int] = None):
         self.binary = binary or tessera_bin()
+        self.extra_args = list(extra_args)
+        # A soft limit on the server's open file descriptors (RLIMIT_NOFILE).
+        self.nofile = nofile
         self.data_dir = Path(data_dir)
         self.database_url = database_url or (create_database() if on_postgres() else None)
         self.log_path = Path(log_path)
@@ -232,6 +236,9 @@ class TesseraServer:
         self.port = free_port()
         listen = f"127.0.0.1:{self.port}"
         env = clean_env({"RUST_BACKTRACE": "1"})
+        # TESSERA_CONFORMANCE_SERVER_LOG sets the servers' log filter, for debugging a test.
+        if os.environ.get("TESSERA_CONFORMANCE_SERVER_LOG"):
+            env["TESSERA_LOG"] = os.environ["TESSERA_CONFORMANCE_SERVER_LOG"]
         if self.config_from_env:
             args = [str(self.binary), "serve"]
             env["TESSERA_DATA_DIR"] = str(self.data_dir)
@@ -246,13 +253,23 @@ class TesseraServer:
                 args.append("--test-clock")
             if self.database_url:
                 args += ["--database-url", self.database_url]
+        args += self.extra_args
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         self._log.write(f"\n=== start {' '.join(args)}\n".encode())
         self._log.flush()
+        nofile = self.nofile
+
+        def prepare() -> None:
+            _die_with_parent()
+            if nofile is not None:
+                import resource
+                _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env, cwd=str(self.data_dir.parent),
-                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                     preexec_fn=prepare if sys.platform.startswith("linux") else None)
         self._wait_healthy(timeout)
         return self
 

@@ -77,6 +77,8 @@ pub struct AgentConfig {
     pub clock_offset_seconds: i64,
     /// How far the system clock may fall behind the latest time seen before it is reported.
     pub clock_tolerance: Duration,
+    /// Timeouts, the connection cap and the drain deadline of the HTTP API.
+    pub http: tessera_http::Limits,
 }
 
 impl AgentConfig {
@@ -95,6 +97,7 @@ impl AgentConfig {
             test_clock: false,
             clock_offset_seconds: 0,
             clock_tolerance: Duration::from_secs(300),
+            http: tessera_http::Limits::default(),
         }
     }
 

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::agent::{Agent, OpError};
 use crate::api::{codes, ErrorBody};
@@ -41,7 +42,23 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(agent.clone(), authenticate))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(panicked))
         .with_state(agent)
+}
+
+/// A handler's panic: logged, and answered as any internal error.
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let why = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    tracing::error!(panic = %why, "a request handler panicked");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        codes::INTERNAL,
+        "the agent failed to answer this request; see the agent's log",
+    )
 }
 
 impl IntoResponse for OpError {

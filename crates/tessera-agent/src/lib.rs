@@ -61,9 +61,8 @@ pub async fn serve(
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = poll::spawn(agent.clone(), stop_rx);
-    let served = axum::serve(listener, http::router(agent.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = agent.config.http;
+    let served = tessera_http::serve(listener, http::router(agent.clone()), limits, shutdown).await;
     let _ = stop_tx.send(true);
     for mut task in tasks {
         // A poller in the middle of a slow read is not waited for long.

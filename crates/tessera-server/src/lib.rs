@@ -6,6 +6,7 @@
 
 pub mod aws;
 pub mod clock;
+pub mod edge;
 pub mod error;
 pub mod keys;
 pub mod native;
@@ -14,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,9 +27,6 @@ use tokio::net::TcpListener;
 
 pub use clock::ServerClock;
 pub use error::ApiError;
-
-/// Requests larger than this are refused before they are read.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -55,28 +53,31 @@ impl AppState {
 }
 
 pub fn router(state: SharedState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", post(aws::handle))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(health))
         .route("/_tessera/test/clock", post(test_clock))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .method_not_allowed_fallback(edge::method_not_allowed)
+        .with_state(state);
+    edge::layers(routes)
 }
 
-/// Serves until `shutdown` completes, then finishes in-flight requests.
-/// A background task returns expired PROVISIONAL consumptions to their pools.
+/// Serves until `shutdown` completes, then answers the requests in flight
+/// (for at most `limits.drain_timeout`) and closes the store. A background
+/// task returns expired PROVISIONAL consumptions to their pools meanwhile.
 pub async fn serve(
     listener: TcpListener,
     state: SharedState,
+    limits: tessera_http::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let reaper = tokio::spawn(reap(state.clone()));
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = tessera_http::serve(listener, router(state.clone()), limits, shutdown).await;
     reaper.abort();
+    let _ = reaper.await;
+    state.store.close().await;
     result
 }
 

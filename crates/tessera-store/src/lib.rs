@@ -257,6 +257,10 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// Finishes the writes already sent, stops the store's threads and closes
+    /// its connections. Calls made afterwards fail as Unavailable.
+    async fn close(&self) {}
+
     // Issuer signing keys.
     async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>>;
     /// Stores `key` unless the account already has one for its algorithm; returns the one kept.

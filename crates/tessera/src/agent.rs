@@ -66,6 +66,8 @@ enum InstancesCommand {
 
 #[derive(Args)]
 struct RunArgs {
+    #[command(flatten)]
+    http: crate::HttpArgs,
     /// Data directory: the state file, the API token and cached issuer keys.
     #[arg(long, env = "TESSERA_AGENT_DATA_DIR", default_value = "./tessera-agent")]
     data_dir: PathBuf,
@@ -196,6 +198,7 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         test_clock: a.test_clock,
         clock_offset_seconds: a.clock_offset_seconds,
         clock_tolerance: Duration::from_secs(a.clock_tolerance_seconds),
+        http: a.http.limits(),
         ..AgentConfig::new(a.data_dir, a.environment_id)
     };
     let listener = tokio::net::TcpListener::bind(a.listen)

@@ -114,10 +114,46 @@ pub enum Output {
     Json,
 }
 
+/// How long clients may take, and how many may connect at once (server and agent).
+#[derive(Args, Clone, Debug)]
+pub struct HttpArgs {
+    /// Seconds a client has from the first byte of a request to the end of its headers.
+    #[arg(long, env = "TESSERA_HEADER_READ_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout: u64,
+    /// Seconds a client has from the end of a request's headers to the end of its body.
+    #[arg(long, env = "TESSERA_BODY_READ_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_read_timeout: u64,
+    /// Seconds a connection without a request in flight may stay silent before it is closed.
+    #[arg(long, env = "TESSERA_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout: u64,
+    /// Connections open at once; by default 10,000, and never more than the
+    /// file-descriptor limit minus 128.
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: Option<u64>,
+    /// Seconds shutdown (SIGTERM, Ctrl-C) waits for requests in flight before it exits anyway.
+    #[arg(long, env = "TESSERA_DRAIN_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_timeout: u64,
+}
+
+impl HttpArgs {
+    pub fn limits(&self) -> tessera_http::Limits {
+        use std::time::Duration;
+        tessera_http::Limits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            body_read_timeout: Duration::from_secs(self.body_read_timeout),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            max_connections: self.max_connections.and_then(|n| usize::try_from(n).ok()),
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+        }
+    }
+}
+
 #[derive(Args)]
 struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    http: HttpArgs,
     /// Address to listen on.
     #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
@@ -147,8 +183,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("the test clock is enabled: POST /_tessera/test/clock can move time forward");
     }
     let state = AppState::new(store, Arc::new(ServerClock::default()), args.test_clock);
-    tracing::info!(%addr, database = %args.store.url(), "tessera is serving the License Manager API");
-    tessera_server::serve(listener, state, shutdown_signal()).await?;
+    let limits = args.http.limits();
+    tracing::info!(
+        %addr,
+        database = %tessera_store::PgStore::redact_url(&args.store.url()),
+        max_connections = limits.connection_cap(),
+        "tessera is serving the License Manager API"
+    );
+    tessera_server::serve(listener, state, limits, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

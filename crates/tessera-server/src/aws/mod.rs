@@ -11,8 +11,8 @@ mod tokens;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -23,6 +23,7 @@ use tessera_core::license::License;
 use tessera_core::{AccountId, LicenseArn};
 use tracing::Instrument;
 
+use crate::edge::RequestId;
 use crate::error::{ApiError, ApiResult};
 use crate::SharedState;
 
@@ -46,12 +47,12 @@ pub use auth::AccessKeys;
 /// The single entry point: `POST /`.
 pub async fn handle(
     State(state): State<SharedState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
@@ -121,7 +122,7 @@ pub async fn handle(
     }
     .instrument(span.clone())
     .await;
-    let mut response = match result {
+    match result {
         Ok(text) => ([("content-type", "application/x-amz-json-1.1")], text).into_response(),
         Err(e) => {
             span.in_scope(|| match &e {
@@ -132,11 +133,7 @@ pub async fn handle(
             });
             e.into_response()
         }
-    };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-amzn-requestid", v);
     }
-    response
 }
 
 /// Reads an operation's input straight from the body into its shape: an

@@ -1271,6 +1271,11 @@ async fn upsert_tags(tx: &mut Transaction<'_, Postgres>, arn: &str, tags: &[Tag]
 
 #[async_trait]
 impl Store for PgStore {
+    async fn close(&self) {
+        self.readers.close();
+        self.pool.close().await;
+    }
+
     #[tracing::instrument(skip(self))]
     async fn create_account(&self, name: &str, now: OffsetDateTime) -> Result<(Account, AccessKey)> {
         retry("create_account", || self.create_account_once(name, now)).await

@@ -30,6 +30,14 @@ impl Readers {
         }
     }
 
+    /// Refuses further reads and drops the idle connections.
+    pub(super) fn close(&self) {
+        self.slots.close();
+        if let Ok(mut v) = self.idle.lock() {
+            v.clear();
+        }
+    }
+
     /// Runs `sql` with one text parameter and returns its row, if any. A
     /// connection goes back to the idle list only after a clean answer: one
     /// that failed, or whose caller stopped waiting mid-query, is dropped, and

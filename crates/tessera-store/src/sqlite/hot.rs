@@ -148,6 +148,8 @@ pub(super) struct Ctx {
     data_version: i64,
     /// When a batch last found that another connection had committed.
     others_seen: Option<std::time::Instant>,
+    /// Set by `Hot::close`: the writer stops after committing the batch at hand.
+    stopping: bool,
 }
 
 /// Runs after the batch's COMMIT: `None` if it succeeded, else why not.
@@ -169,8 +171,10 @@ pub(super) struct Hot {
     jobs: mpsc::Sender<Job>,
     /// The writer thread, woken after each job sent (it may be waiting on a flush).
     writer: std::thread::Thread,
-    /// Dropped with the store, which stops the checkpoint thread.
-    _checkpointing: mpsc::Sender<()>,
+    /// Dropped to stop the checkpoint thread: by `close`, or with the store.
+    checkpointing: StdMutex<Option<mpsc::Sender<()>>>,
+    /// The writer, sync and checkpoint threads, joined by `close`.
+    threads: StdMutex<Vec<std::thread::JoinHandle<()>>>,
     path: PathBuf,
     readers: StdMutex<Vec<Connection>>,
 }
@@ -215,6 +219,7 @@ impl Hot {
             mem: Memory::default(),
             data_version: -1,
             others_seen: None,
+            stopping: false,
         };
         let (jobs, rx) = mpsc::channel();
         let log = Log {
@@ -228,21 +233,52 @@ impl Hot {
         let wake = writer.thread().clone();
         let checkpoints = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let (checkpointing, stop_checkpoints) = mpsc::channel::<()>();
-        std::thread::Builder::new()
+        let checkpointer = std::thread::Builder::new()
             .name("tessera-checkpoint".into())
             .spawn(move || checkpointer(checkpoints, stop_checkpoints))
             .map_err(|e| StoreError::Config(format!("cannot start the database checkpoint thread: {e}")))?;
-        std::thread::Builder::new()
+        let syncer = std::thread::Builder::new()
             .name("tessera-wal-sync".into())
             .spawn(move || syncer(wal, to_sync, flushes, wake))
             .map_err(|e| StoreError::Config(format!("cannot start the database sync thread: {e}")))?;
         Ok(Self {
             jobs,
-            _checkpointing: checkpointing,
+            checkpointing: StdMutex::new(Some(checkpointing)),
             writer: writer.thread().clone(),
+            threads: StdMutex::new(vec![writer, syncer, checkpointer]),
             path: path.to_owned(),
             readers: StdMutex::new(Vec::new()),
         })
+    }
+
+    /// Stops the threads once what was sent before is committed and flushed,
+    /// and waits for them. Writes sent afterwards fail as Unavailable. Blocks.
+    pub(super) fn close(&self) {
+        let stop: Job = Box::new(|ctx| {
+            ctx.stopping = true;
+            Box::new(|_| {})
+        });
+        // The writer ends after this batch, dropping its side of the sync
+        // thread's channel; the sync thread ends after the last flush.
+        let _ = self.jobs.send(stop);
+        self.writer.unpark();
+        if let Ok(mut c) = self.checkpointing.lock() {
+            c.take();
+        }
+        let threads = self
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in threads {
+            let name = t.thread().name().unwrap_or("a database thread").to_owned();
+            if t.join().is_err() {
+                tracing::error!(thread = %name, "a database thread had panicked when the store closed");
+            }
+        }
+        if let Ok(mut r) = self.readers.lock() {
+            r.clear();
+        }
     }
 
     /// Runs `f` in the next batch; returns its result once the batch is durable.
@@ -456,6 +492,9 @@ fn writer(mut ctx: Ctx, rx: mpsc::Receiver<Job>, gate: Arc<Mutex<()>>, log: Log)
         }
         if ctx.conn.is_autocommit() {
             // Nothing left to commit (the last transaction was abandoned).
+            if ctx.stopping {
+                break;
+            }
             continue;
         }
         match commit(&mut ctx) {
@@ -464,6 +503,9 @@ fn writer(mut ctx: Ctx, rx: mpsc::Receiver<Job>, gate: Arc<Mutex<()>>, log: Log)
                 tracing::error!(error = %e, "a write transaction did not commit");
                 abandon(&mut ctx, &mut done, &e.to_string());
             }
+        }
+        if ctx.stopping {
+            break;
         }
     }
 }
@@ -1281,6 +1323,7 @@ mod tests {
             mem: Memory::default(),
             data_version: 0,
             others_seen: None,
+            stopping: false,
         };
         let changed = ("arn-changed".to_owned(), "Seats".to_owned());
         let clean = ("arn-clean".to_owned(), "Seats".to_owned());

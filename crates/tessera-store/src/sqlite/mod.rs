@@ -42,7 +42,7 @@ pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
     /// The group-commit writer of the hot path (checkout, check-in, extension, expiry).
-    hot: hot::Hot,
+    hot: Arc<hot::Hot>,
     /// Held around every write transaction of this process, by both writer connections.
     gate: Arc<Mutex<()>>,
 }
@@ -79,7 +79,7 @@ impl SqliteStore {
         MIGRATOR.run(&write).await?;
         let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         let gate = Arc::new(Mutex::new(()));
-        let hot = hot::Hot::start(path, gate.clone())?;
+        let hot = Arc::new(hot::Hot::start(path, gate.clone())?);
         Ok(Self { read, write, hot, gate })
     }
 
@@ -249,6 +249,23 @@ async fn write_version(tx: &mut Transaction<'_, Sqlite>, license: &License, now_
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn close(&self) {
+        let hot = self.hot.clone();
+        if tokio::task::spawn_blocking(move || hot.close()).await.is_err() {
+            tracing::error!("closing the database writer failed");
+        }
+        // Fold the write-ahead log into the database file, so that a copy of
+        // the file alone is complete; best effort, the log is durable anyway.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.write)
+            .await
+        {
+            tracing::debug!(error = %e, "final checkpoint skipped");
+        }
+        self.write.close().await;
+        self.read.close().await;
+    }
+
     #[tracing::instrument(level = "debug", skip(self))]
     async fn create_account(&self, name: &str, now: OffsetDateTime) -> Result<(Account, AccessKey)> {
         let (mut tx, _turn) = self.begin().await?;

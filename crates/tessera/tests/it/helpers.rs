@@ -99,7 +99,7 @@ impl TestApp {
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let state = AppState::new(store.clone(), clock.clone(), true);
-        let server = tokio::spawn(tessera_server::serve(listener, state, async move {
+        let server = tokio::spawn(tessera_server::serve(listener, state, Default::default(), async move {
             let _ = rx.await;
         }));
         Self {
