@@ -48,7 +48,9 @@ def replicas(tmp_path_factory, database_url):
     servers = []
     for i in range(REPLICAS):
         base = tmp_path_factory.mktemp(f"replica-{i}")
-        servers.append(TesseraServer(base / "data", base / "server.log", database_url=database_url))
+        # On SQLite the replicas share one file, which they must say.
+        servers.append(TesseraServer(base / "data", base / "server.log", database_url=database_url,
+                                     extra_args=["--shared-sqlite"]))
     for s in servers:
         s.start()
     yield servers

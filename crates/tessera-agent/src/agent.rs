@@ -19,6 +19,9 @@ use crate::state::{create_data_dir, write_atomic, ActiveKey, CheckOutcome, Check
 use crate::trust::TrustedKeys;
 use crate::{timefmt, AgentConfig, AgentError, API_TOKEN_FILE};
 
+/// The lock file in the data directory, held while the agent runs.
+pub const LOCK_FILE: &str = "agent.lock";
+
 /// The largest reservation one instance may ask for.
 pub const MAX_INSTANCE_AKU: i64 = 1_000_000;
 
@@ -43,6 +46,8 @@ pub(crate) struct Agent {
     pub require_token: bool,
     file: Arc<StateFile>,
     inner: Mutex<Inner>,
+    /// Held for the agent's life: one agent per data directory.
+    _lock: tessera_datadir::DirLock,
 }
 
 /// What became of a product key offered to the agent.
@@ -77,6 +82,13 @@ impl Agent {
         // A bad bucket URL or keys file stops the start before a new install is made.
         let bucket = config.ops_bucket.as_deref().map(OpsBucket::parse).transpose()?;
         create_data_dir(&config.data_dir)?;
+        let lock = tessera_datadir::DirLock::acquire(
+            &config.data_dir,
+            LOCK_FILE,
+            tessera_datadir::Hold::Exclusive,
+            "an environment agent is already running on this data directory; stop it first \
+             (one agent serves one environment, and two would each reserve the whole allocation)",
+        )?;
         let trust = TrustedKeys::load(
             config.trusted_jwks.as_deref(),
             config.server.as_ref().map(|s| s.url.as_str()),
@@ -123,6 +135,7 @@ impl Agent {
             server,
             api_token,
             file,
+            _lock: lock,
             inner: Mutex::new(Inner {
                 state,
                 guard,

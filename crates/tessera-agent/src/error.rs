@@ -37,6 +37,8 @@ pub enum AgentError {
     Internal(String),
     #[error("serving HTTP failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    DataDir(#[from] tessera_datadir::DataDirError),
 }
 
 impl AgentError {

@@ -2,7 +2,6 @@
 //! atomically (temporary file, fsync, rename, fsync of the directory).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -189,50 +188,12 @@ impl StateFile {
 
 /// Writes `path` so that a crash leaves either the old or the new content.
 pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result<(), AgentError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = create_private(&tmp, mode).map_err(AgentError::io("create", &tmp))?;
-    f.write_all(bytes).map_err(AgentError::io("write", &tmp))?;
-    f.sync_all().map_err(AgentError::io("sync", &tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(AgentError::io("replace", path))?;
-    sync_dir(dir)
-}
-
-fn create_private(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    opts.open(path)
-}
-
-/// Makes a rename in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), AgentError> {
-    #[cfg(unix)]
-    {
-        let d = std::fs::File::open(dir).map_err(AgentError::io("open", dir))?;
-        d.sync_all().map_err(AgentError::io("sync", dir))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    tessera_datadir::write_atomic(dir, path, bytes, mode).map_err(AgentError::from)
 }
 
 /// Creates the data directory, readable by its owner only.
 pub fn create_data_dir(dir: &Path) -> Result<(), AgentError> {
-    std::fs::create_dir_all(dir).map_err(AgentError::io("create the data directory", dir))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(AgentError::io("restrict the data directory", dir))?;
-    }
-    Ok(())
+    tessera_datadir::create_private(dir).map_err(AgentError::from)
 }
 
 #[cfg(test)]

@@ -40,6 +40,10 @@ pub enum ApiError {
     UnrecognizedClient(String),
     #[error("{0}")]
     Internal(String),
+    /// A store failure because the database is damaged; the detail is for the
+    /// log and the readiness check, never for the client.
+    #[error("An internal error occurred; the request was not applied. Retry it later.")]
+    StoreDamaged(String),
 }
 
 impl ApiError {
@@ -60,13 +64,13 @@ impl ApiError {
             Self::IncompleteSignature(_) => "IncompleteSignatureException",
             Self::InvalidSignature(_) => "InvalidSignatureException",
             Self::UnrecognizedClient(_) => "UnrecognizedClientException",
-            Self::Internal(_) => "ServerInternalException",
+            Self::Internal(_) | Self::StoreDamaged(_) => "ServerInternalException",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::StoreDamaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -89,6 +93,7 @@ impl From<StoreError> for ApiError {
             StoreError::EntitlementNotAllowed(m) => Self::EntitlementNotAllowed(m),
             StoreError::LimitExceeded(m) => Self::ResourceLimitExceeded(m),
             StoreError::UnknownKey(m) => Self::UnrecognizedClient(m),
+            other if other.is_damage() => Self::StoreDamaged(other.to_string()),
             other => {
                 // Details stay in the log; the client gets a generic message.
                 tracing::error!(error = %other, "store failure");

@@ -57,6 +57,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/", post(aws::handle))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/_tessera/test/clock", post(test_clock))
         .fallback(not_found)
         .method_not_allowed_fallback(edge::method_not_allowed)
@@ -91,7 +92,12 @@ async fn reap(state: SharedState) {
                     tracing::info!(expired = n, "returned expired consumptions to their pools");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "expiring consumptions failed; will retry"),
+            Err(e) => {
+                if e.is_damage() {
+                    state.store.report_damage(&e.to_string());
+                }
+                tracing::warn!(error = %e, "expiring consumptions failed; will retry")
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -100,12 +106,30 @@ async fn reap(state: SharedState) {
 async fn jwks(State(state): State<SharedState>) -> Response {
     match state.keys.jwks().await {
         Ok(set) => Json(set.as_ref().clone()).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if let ApiError::StoreDamaged(detail) = &e {
+                state.store.report_damage(detail);
+            }
+            e.into_response()
+        }
     }
 }
 
+/// Liveness: the process answers.
 async fn health() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Readiness: the store answers a query and has shown no damage.
+async fn ready(State(state): State<SharedState>) -> Response {
+    match state.store.ready().await {
+        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "not ready", "reasons": [why]})),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -56,6 +56,27 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the error says the database itself is damaged (a page SQLite
+    /// cannot read, a file that is not a database, corrupt data or indexes on
+    /// PostgreSQL, or a stored document Tessera cannot read).
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Self::Embedded(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+                )
+            }
+            Self::Database(sqlx::Error::Database(e)) => e.code().is_some_and(|c| {
+                // SQLite's primary codes 11 (CORRUPT) and 26 (NOTADB), with any extension;
+                // PostgreSQL's class XX (internal errors: data or index corrupted).
+                c.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 11 | 26)) || c.starts_with("XX")
+            }),
+            Self::Corrupt(_) => true,
+            _ => false,
+        }
+    }
+
     /// An access key that is unknown or revoked: one message, whether the
     /// server's read of the key or a write's own confirmation finds it.
     pub fn unknown_key(key: &str) -> Self {
@@ -261,6 +282,16 @@ pub trait Store: Send + Sync + 'static {
     /// its connections. Calls made afterwards fail as Unavailable.
     async fn close(&self) {}
 
+    /// Records that a call failed because the database is damaged (see
+    /// [`StoreError::is_damage`]): logged once, with how to recover, and
+    /// reported by [`Store::ready`] from then on.
+    fn report_damage(&self, _detail: &str) {}
+
+    /// Whether the store can serve: it answers a query and no damage was seen.
+    async fn ready(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
     // Issuer signing keys.
     async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>>;
     /// Stores `key` unless the account already has one for its algorithm; returns the one kept.
@@ -401,8 +432,14 @@ pub(crate) fn database(url: &str) -> Result<Database<'_>> {
 /// Opens the store named by a database URL: `sqlite://PATH` (or a plain path),
 /// or `postgres://...` / `postgresql://...` (see [`PgStore::open`]).
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    open_checked(url, false).await
+}
+
+/// [`open`], and with `integrity` an SQLite database is checked page by page
+/// (`PRAGMA quick_check`) first: a server refuses to start on a damaged file.
+pub async fn open_checked(url: &str, integrity: bool) -> Result<std::sync::Arc<dyn Store>> {
     Ok(match database(url)? {
-        Database::Sqlite(path) => std::sync::Arc::new(SqliteStore::open(path).await?),
+        Database::Sqlite(path) => std::sync::Arc::new(SqliteStore::open_checked(path, integrity).await?),
         Database::Postgres(url) => std::sync::Arc::new(PgStore::open(url).await?),
     })
 }

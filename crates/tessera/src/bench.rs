@@ -822,6 +822,8 @@ impl Server {
                 .arg(url)
                 .arg("--data-dir")
                 .arg(work)
+                // Replicas on SQLite share the file on purpose.
+                .arg("--shared-sqlite")
                 .env_remove("TESSERA_TEST_CLOCK")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

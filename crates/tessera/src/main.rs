@@ -77,33 +77,36 @@ impl StoreArgs {
     }
 
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        self.open_checked(false).await
+    }
+
+    /// Opens the store; with `integrity`, an SQLite database is checked page by page first.
+    pub async fn open_checked(&self, integrity: bool) -> anyhow::Result<Arc<dyn Store>> {
         if self.database_url.is_none() {
-            std::fs::create_dir_all(&self.data_dir)
-                .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
-            restrict_dir(&self.data_dir);
+            tessera_datadir::create_private(&self.data_dir)?;
         }
         let url = self.url();
-        tessera_store::open(&url).await.with_context(|| {
+        tessera_store::open_checked(&url, integrity).await.with_context(|| {
             format!(
                 "cannot open the database at {}",
                 tessera_store::PgStore::redact_url(&url)
             )
         })
     }
+
+    /// The SQLite database file these arguments name, if they name one.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let url = self.url();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return None;
+        }
+        Some(PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(&url)))
+    }
 }
 
 fn db_path(dir: &Path) -> PathBuf {
     dir.join("tessera.db")
 }
-
-#[cfg(unix)]
-fn restrict_dir(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-}
-
-#[cfg(not(unix))]
-fn restrict_dir(_dir: &Path) {}
 
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -157,6 +160,18 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// Start without checking every page of the SQLite database (`PRAGMA quick_check`):
+    /// for a database too large to check at every start.
+    #[arg(long, env = "TESSERA_SKIP_INTEGRITY_CHECK", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    skip_integrity_check: bool,
+    /// Let several `tessera serve` processes share one SQLite file (on one
+    /// machine; each takes its turn at the file's write lock). Without it a
+    /// second server on the same file refuses to start. Every server sharing
+    /// the file must be started with it.
+    #[arg(long, env = "TESSERA_SHARED_SQLITE", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    shared_sqlite: bool,
     /// Let `POST /_tessera/test/clock` move the business clock forward. For tests only:
     /// anyone who can reach the server could then expire consumptions early.
     #[arg(long, env = "TESSERA_TEST_CLOCK", action = clap::ArgAction::SetTrue,
@@ -174,7 +189,11 @@ fn init_tracing() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = args.store.open().await?;
+    let _lock = match args.store.sqlite_path() {
+        Some(db) => Some(lock_database(&db, args.shared_sqlite)?),
+        None => None,
+    };
+    let store = args.store.open_checked(!args.skip_integrity_check).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -193,6 +212,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tessera_server::serve(listener, state, limits, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The lock that keeps a second server off an SQLite file, unless every
+/// server sharing it says so.
+fn lock_database(db: &Path, shared: bool) -> anyhow::Result<tessera_datadir::DirLock> {
+    let dir = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    tessera_datadir::create_private(dir)?;
+    let name = format!(
+        "{}.lock",
+        db.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "tessera.db".into())
+    );
+    let (hold, hint) = if shared {
+        (
+            tessera_datadir::Hold::Shared,
+            "a `tessera serve` without --shared-sqlite is using this SQLite database alone; stop it, or restart it with --shared-sqlite",
+        )
+    } else {
+        (
+            tessera_datadir::Hold::Exclusive,
+            "another `tessera serve` is using this SQLite database; stop it first, or start every server on the \
+             file with --shared-sqlite to share it on purpose (to run several servers, PostgreSQL is the way)",
+        )
+    };
+    Ok(tessera_datadir::DirLock::acquire(dir, &name, hold, hint)?)
 }
 
 async fn shutdown_signal() {

@@ -114,3 +114,26 @@ async fn another_environment_id_on_the_same_data_directory_is_refused() {
     let err = tessera_agent::serve(cfg, listener, async {}).await.unwrap_err();
     assert!(err.to_string().contains(ENV), "{err}");
 }
+
+/// Two agents on one data directory would each reserve the whole allocation:
+/// the second refuses to start and names the first one's process.
+#[tokio::test]
+async fn a_second_agent_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = TestAgent::start(config(dir.path(), None)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = tessera_agent::serve(config(dir.path(), None), listener, async {})
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("process {}", std::process::id())) && msg.contains("already running"),
+        "{msg}"
+    );
+    // The first agent is untouched, and once it stops the directory is free again.
+    assert_eq!(first.create("big-a", 10).await.0, StatusCode::CREATED);
+    first.stop().await.unwrap();
+    let mut again = TestAgent::start(config(dir.path(), None)).await;
+    assert_eq!(again.settings().await["akuInUse"], 10);
+    again.stop().await.unwrap();
+}

@@ -125,9 +125,15 @@ pub async fn handle(
     match result {
         Ok(text) => ([("content-type", "application/x-amz-json-1.1")], text).into_response(),
         Err(e) => {
+            if let ApiError::StoreDamaged(detail) = &e {
+                state.store.report_damage(detail);
+            }
             span.in_scope(|| match &e {
                 ApiError::Internal(_) => {
                     tracing::error!(request_id = %request_id, target = %target, error = %e, kind = e.name(), "request failed")
+                }
+                ApiError::StoreDamaged(detail) => {
+                    tracing::error!(request_id = %request_id, target = %target, error = %detail, kind = e.name(), "request failed")
                 }
                 _ => tracing::debug!(kind = e.name(), "request refused"),
             });

@@ -1276,6 +1276,18 @@ impl Store for PgStore {
         self.pool.close().await;
     }
 
+    fn report_damage(&self, detail: &str) {
+        tracing::error!(error = %detail, "the database reports damaged data; see PostgreSQL's log and restore from a backup");
+    }
+
+    async fn ready(&self) -> std::result::Result<(), String> {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| format!("PostgreSQL does not answer: {e}"))
+    }
+
     #[tracing::instrument(skip(self))]
     async fn create_account(&self, name: &str, now: OffsetDateTime) -> Result<(Account, AccessKey)> {
         retry("create_account", || self.create_account_once(name, now)).await

@@ -33,6 +33,7 @@ use crate::{
 };
 
 mod environments;
+mod file;
 mod grants;
 mod hot;
 
@@ -45,6 +46,9 @@ pub struct SqliteStore {
     hot: Arc<hot::Hot>,
     /// Held around every write transaction of this process, by both writer connections.
     gate: Arc<Mutex<()>>,
+    path: std::path::PathBuf,
+    /// The first sign of a damaged database file seen while serving, if any.
+    damage: std::sync::Mutex<Option<String>>,
 }
 
 /// A write transaction of the general writer connection, holding the process's write turn.
@@ -61,15 +65,30 @@ pub(crate) fn connect_options(path: &Path) -> Result<SqliteConnectOptions> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and runs migrations.
+    /// Opens the database file (creating it where there is none) and runs
+    /// migrations, without the integrity check of [`SqliteStore::open_checked`].
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_checked(path, false).await
+    }
+
+    /// Opens the database at `path`: refuses a file that is not a Tessera
+    /// database, and with `integrity`, one that `PRAGMA quick_check` finds
+    /// damaged; makes a new database where there is no file.
+    pub async fn open_checked(path: &Path, integrity: bool) -> Result<Self> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
-        let opts = connect_options(path)?.create_if_missing(true);
+        let owned = path.to_owned();
+        let found = tokio::task::spawn_blocking(move || file::inspect(&owned, integrity))
+            .await
+            .map_err(|e| StoreError::Config(format!("checking the database failed: {e}")))??;
+        if found == file::Found::Nothing {
+            create(path).await?;
+        }
+        let opts = connect_options(path)?;
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -80,7 +99,14 @@ impl SqliteStore {
         let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         let gate = Arc::new(Mutex::new(()));
         let hot = Arc::new(hot::Hot::start(path, gate.clone())?);
-        Ok(Self { read, write, hot, gate })
+        Ok(Self {
+            read,
+            write,
+            hot,
+            gate,
+            path: path.to_owned(),
+            damage: std::sync::Mutex::new(None),
+        })
     }
 
     /// Begins a write transaction on the general writer connection once it is this connection's turn.
@@ -88,6 +114,34 @@ impl SqliteStore {
         let turn = self.gate.clone().lock_owned().await;
         Ok((self.write.begin_with("BEGIN IMMEDIATE").await?, turn))
     }
+}
+
+/// Makes a new, marked and migrated database at `path`: complete under a
+/// temporary name first, then renamed into place, so that a crash leaves
+/// either no database or a whole one.
+async fn create(path: &Path) -> Result<()> {
+    let staging = file::staging(path);
+    for leftover in [
+        staging.clone(),
+        file::sibling(&staging, "-wal"),
+        file::sibling(&staging, "-shm"),
+    ] {
+        let _ = std::fs::remove_file(leftover);
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(connect_options(&staging)?.create_if_missing(true))
+        .await?;
+    restrict_permissions(&staging);
+    sqlx::query(&format!("PRAGMA application_id = {}", file::APPLICATION_ID))
+        .execute(&pool)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await?;
+    pool.close().await;
+    file::put_in_place(&staging, path)?;
+    tracing::info!(path = %path.display(), "created a new database");
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -249,6 +303,38 @@ async fn write_version(tx: &mut Transaction<'_, Sqlite>, license: &License, now_
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn report_damage(&self, detail: &str) {
+        let Ok(mut damage) = self.damage.lock() else { return };
+        if damage.is_none() {
+            tracing::error!(
+                path = %self.path.display(),
+                error = %detail,
+                "the database file is damaged; requests that touch the damage fail. To recover: {}",
+                file::restore_hint(&self.path)
+            );
+            *damage = Some(detail.to_owned());
+        }
+    }
+
+    async fn ready(&self) -> std::result::Result<(), String> {
+        if let Some(d) = self.damage.lock().ok().and_then(|d| d.clone()) {
+            return Err(format!("the database {} is damaged: {d}", self.path.display()));
+        }
+        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&self.read)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = StoreError::from(e);
+                if e.is_damage() {
+                    self.report_damage(&e.to_string());
+                }
+                Err(format!("the database {} does not answer: {e}", self.path.display()))
+            }
+        }
+    }
+
     async fn close(&self) {
         let hot = self.hot.clone();
         if tokio::task::spawn_blocking(move || hot.close()).await.is_err() {
