@@ -256,7 +256,8 @@ class TesseraServer:
         args += self.extra_args
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
-        self._log.write(f"\n=== start {' '.join(args)}\n".encode())
+        shown = " ".join(re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", a) for a in args)
+        self._log.write(f"\n=== start {shown}\n".encode())
         self._log.flush()
         nofile = self.nofile
 

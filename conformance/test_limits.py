@@ -192,3 +192,32 @@ def test_hostile_requests_never_disturb_the_writes_they_share_a_batch_with(priva
     log = server.log_path.read_text(errors="replace")
     for sign in ("a write batch failed", "a database write panicked", "panicked"):
         assert sign not in log, f"the server log shows {sign!r}:\n{server.log_tail(20)}"
+
+
+def test_validity_has_a_minute_of_leeway_for_clocks(world):
+    """The seller guide's script writes Begin with fractional seconds equal to
+    the seconds field (up to a second ahead); a checkout right after must work.
+    Clocks may disagree by up to 60 s either way; beyond that, the window holds."""
+    import datetime as dt
+
+    from harness import utcnow
+
+    def license_from(begin, end):
+        sku = new_sku("leeway")
+        world.create_license(sku=sku, begin=begin, end=end)
+        return sku
+
+    now = utcnow()
+    # The script's own form: 2026-11-22T01:02:59.59Z is 590 ms ahead of 01:02:59.
+    seed_style = (now + dt.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S.%SZ")
+    checkout(world.c, license_from(seed_style, now + dt.timedelta(days=10)), world.fingerprint())
+    checkout(world.c, license_from(now + dt.timedelta(seconds=40), now + dt.timedelta(days=1)), world.fingerprint())
+    checkout(world.c, license_from(now - dt.timedelta(days=1), now - dt.timedelta(seconds=20)), world.fingerprint())
+    resp = expect_error("NoEntitlementsAllowedException", checkout, client=world.c,
+                        sku=license_from(now + dt.timedelta(minutes=5), now + dt.timedelta(days=1)),
+                        fp=world.fingerprint())
+    assert "not valid until" in resp["Error"]["Message"], resp["Error"]
+    resp = expect_error("NoEntitlementsAllowedException", checkout, client=world.c,
+                        sku=license_from(now - dt.timedelta(days=1), now - dt.timedelta(minutes=5)),
+                        fp=world.fingerprint())
+    assert "expired" in resp["Error"]["Message"], resp["Error"]

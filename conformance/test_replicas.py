@@ -260,3 +260,26 @@ def test_replica_reapers_return_each_expiry_once(replicas):
         with pytest.raises(ClientError) as e:
             clients[0].check_in_license(LicenseConsumptionToken=t)
         assert e.value.response["Error"]["Code"] == "ConflictException"
+
+
+def test_every_replica_publishes_every_issuer_key(replicas):
+    """A token signed by one replica verifies against any replica's JWKS, even
+    one that served its JWKS before the key existed."""
+    import jwt
+    import requests
+
+    a, b, c = replicas
+    vendor = a.create_account("jwks-vendor")
+    customer = a.create_account("jwks-customer")
+    before = {k["kid"] for k in requests.get(b.url + "/.well-known/jwks.json", timeout=10).json()["keys"]}
+    sku = f"jwks-{random.randrange(1 << 30)}"
+    create_license(a.client(vendor), beneficiary=customer.account_id, sku=sku, entitlements=[counted("Seats", 5)])
+    # The first checkout makes the issuer's signing key, on replica A.
+    token = checkout(a.client(customer), sku, fingerprint(vendor.account_id))["SignedToken"]
+    kid = jwt.get_unverified_header(token)["kid"]
+    assert kid not in before
+    for s in (b, c, a):
+        jwks = requests.get(s.url + "/.well-known/jwks.json", timeout=10).json()
+        keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(jwks).keys}
+        assert kid in keys, f"replica on port {s.port} does not publish {kid}"
+        jwt.decode(token, key=keys[kid].key, algorithms=["EdDSA"], options={"verify_aud": False})

@@ -15,9 +15,11 @@ use tokio::sync::Mutex;
 use crate::api::{codes, ErrorBody, Instance, InstanceList, Settings};
 use crate::clock::{AgentClock, TimeGuard};
 use crate::license::{self, KeyRejection, LicenseView};
-use crate::state::{create_data_dir, write_atomic, ActiveKey, CheckOutcome, CheckResult, KeySource, State, StateFile};
+use crate::state::{
+    create_data_dir, new_install_id, write_atomic, ActiveKey, CheckOutcome, CheckResult, KeySource, State, StateFile,
+};
 use crate::trust::TrustedKeys;
-use crate::{timefmt, AgentConfig, AgentError, API_TOKEN_FILE};
+use crate::{recall, timefmt, AgentConfig, AgentError, API_TOKEN_FILE};
 
 /// The lock file in the data directory, held while the agent runs.
 pub const LOCK_FILE: &str = "agent.lock";
@@ -99,18 +101,6 @@ impl Agent {
             AgentClock::new(config.clock_offset_seconds)
                 .map_err(|e| AgentError::Config(format!("--clock-offset-seconds: {e}")))?,
         );
-        let file = Arc::new(StateFile::new(&config.data_dir));
-        let (state, created) = file.load_or_create(config.environment_id.as_str(), clock.now())?;
-        if created {
-            tracing::info!(
-                install_id = %state.install_id,
-                trial_ends_at = %timefmt::format(license::trial_end(&state)),
-                "new install: the {}-day, {}-AKU trial has started",
-                license::TRIAL_DAYS,
-                license::TRIAL_AKU
-            );
-        }
-        let api_token = load_or_create_token(&config.data_dir)?;
         let server = config.server.as_ref().map(|s| {
             Client::new(
                 &s.url,
@@ -120,6 +110,28 @@ impl Agent {
                 },
             )
         });
+        let file = Arc::new(StateFile::new(&config.data_dir));
+        let env = config.environment_id.as_str();
+        let state = match file.load(env)? {
+            Some(state) => state,
+            None => {
+                let state = new_install(env, bucket.as_ref(), server.as_ref(), &trust, clock.now()).await?;
+                file.save(&state, 0)?;
+                state
+            }
+        };
+        if let Some(bucket) = &bucket {
+            recall::remember(
+                bucket,
+                &recall::InstallRecord {
+                    environment_id: env.to_owned(),
+                    install_id: state.install_id.clone(),
+                    trial_started_at: state.trial_started_at,
+                },
+            )
+            .await;
+        }
+        let api_token = load_or_create_token(&config.data_dir)?;
         let guard = TimeGuard::new(state.latest_seen, config.clock_tolerance);
         let ip = match addr.ip() {
             std::net::IpAddr::V6(v6) => v6.to_canonical(),
@@ -214,6 +226,42 @@ impl Agent {
             now: timefmt::format(now),
             last_bucket_check: state.last_bucket_check.clone(),
             last_server_check: state.last_server_check.clone(),
+        }
+    }
+
+    /// Whether a new install still has to look for an earlier one in `source`.
+    pub async fn recall_pending(&self, source: KeySource) -> bool {
+        self.inner.lock().await.state.recall_pending.contains(&source)
+    }
+
+    /// What `source` knows of an earlier install, learnt after this install
+    /// began: its trial, if it started earlier, is this install's trial. The
+    /// install ID stays (product keys may be bound to it by now).
+    pub async fn recall(&self, source: KeySource, earlier_trial: Option<OffsetDateTime>) -> Result<(), AgentError> {
+        let mut inner = self.inner.lock().await;
+        let mut next = inner.state.clone();
+        next.recall_pending.retain(|s| *s != source);
+        if let Some(t) = earlier_trial.filter(|t| *t < next.trial_started_at) {
+            tracing::warn!(
+                from = %source,
+                trial_started_at = %timefmt::format(t),
+                "this environment was installed before: its trial, started earlier, continues; no new trial"
+            );
+            next.trial_started_at = t.replace_nanosecond(0).unwrap_or(t);
+        }
+        if next != inner.state {
+            self.persist(&mut inner, next).await?;
+        }
+        Ok(())
+    }
+
+    /// The install record to keep in the ops bucket.
+    pub async fn install_record(&self) -> recall::InstallRecord {
+        let inner = self.inner.lock().await;
+        recall::InstallRecord {
+            environment_id: inner.state.environment_id.clone(),
+            install_id: inner.state.install_id.clone(),
+            trial_started_at: inner.state.trial_started_at,
         }
     }
 
@@ -459,6 +507,68 @@ impl Agent {
             ..ErrorBody::new(codes::NO_AVAILABLE_SUBSCRIPTION, message)
         })))
     }
+}
+
+/// A new install of `env`: it continues the environment's earlier install
+/// (its install ID and trial) when the ops bucket or the server knows one,
+/// and starts the built-in trial otherwise. A bucket or server that does not
+/// answer is asked again by its poller, and an earlier trial found then still
+/// applies (see [`Agent::recall`]).
+async fn new_install(
+    env: &str,
+    bucket: Option<&OpsBucket>,
+    server: Option<&Client>,
+    trust: &TrustedKeys,
+    now: OffsetDateTime,
+) -> Result<State, AgentError> {
+    let mut pending = Vec::new();
+    let mut earlier = match bucket {
+        Some(b) => match recall::in_bucket(b, trust, env).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "will look for an earlier install when the ops bucket answers");
+                pending.push(KeySource::OpsBucket);
+                recall::Earlier::default()
+            }
+        },
+        None => recall::Earlier::default(),
+    };
+    let mut install_id = earlier.install_id.clone().unwrap_or_else(new_install_id);
+    let mut trial_started_at = earlier.trial_started_at.unwrap_or(now);
+    if let Some(client) = server {
+        match recall::with_server(client, env, &install_id, trial_started_at).await {
+            Ok((first, started)) => {
+                if first != install_id || started != trial_started_at {
+                    earlier.found_in.push("the server");
+                }
+                (install_id, trial_started_at) = (first, started);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "will record the install with the server when it answers");
+                pending.push(KeySource::Server);
+            }
+        }
+    }
+    let mut state = State::new_install(env, install_id, trial_started_at, now);
+    state.recall_pending = pending;
+    if earlier.found_in.is_empty() {
+        tracing::info!(
+            install_id = %state.install_id,
+            trial_ends_at = %timefmt::format(license::trial_end(&state)),
+            "new install: the {}-day, {}-AKU trial has started",
+            license::TRIAL_DAYS,
+            license::TRIAL_AKU
+        );
+    } else {
+        tracing::warn!(
+            install_id = %state.install_id,
+            trial_started_at = %timefmt::format(state.trial_started_at),
+            found_in = %earlier.found_in.join(", "),
+            "the data directory is new, but this environment was installed before: the new data directory \
+             continues that install (its install ID and its trial); no new trial starts"
+        );
+    }
+    Ok(state)
 }
 
 impl Instance {

@@ -18,6 +18,7 @@ mod error;
 mod http;
 mod license;
 mod poll;
+pub mod recall;
 mod state;
 mod timefmt;
 mod trust;

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::agent::{Agent, KeyOutcome};
+use crate::recall;
 use crate::state::{CheckOutcome, KeySource};
 
 /// A product key is a few hundred bytes; a bigger object is not one.
@@ -72,6 +73,15 @@ async fn time_loop(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn check_bucket(agent: &Agent, bucket: &OpsBucket) {
+    if agent.recall_pending(KeySource::OpsBucket).await {
+        let env = agent.config.environment_id.as_str();
+        if let Ok(earlier) = recall::in_bucket(bucket, &agent.trust, env).await {
+            match agent.recall(KeySource::OpsBucket, earlier.trial_started_at).await {
+                Ok(()) => recall::remember(bucket, &agent.install_record().await).await,
+                Err(e) => tracing::warn!(error = %e, "cannot save what the ops bucket knows of an earlier install"),
+            }
+        }
+    }
     let (outcome, detail) = match bucket.get_bounded(PRODUCT_KEY_OBJECT, MAX_KEY_BYTES).await {
         Err(e) => {
             tracing::warn!(bucket = bucket.url(), error = %e, "cannot read the ops bucket; the license in force stays");
@@ -87,6 +97,16 @@ async fn check_bucket(agent: &Agent, bucket: &OpsBucket) {
 }
 
 async fn check_server(agent: &Agent, client: &Client) {
+    if agent.recall_pending(KeySource::Server).await {
+        let r = agent.install_record().await;
+        if let Ok((_, started)) =
+            recall::with_server(client, &r.environment_id, &r.install_id, r.trial_started_at).await
+        {
+            if let Err(e) = agent.recall(KeySource::Server, Some(started)).await {
+                tracing::warn!(error = %e, "cannot save what the server knows of an earlier install");
+            }
+        }
+    }
     // The vendor may have rotated its issuer key; this is rate-limited.
     agent.trust.refresh().await;
     let env = agent.config.environment_id.as_str();

@@ -33,6 +33,11 @@ pub struct State {
     pub latest_seen: OffsetDateTime,
     pub last_bucket_check: Option<CheckResult>,
     pub last_server_check: Option<CheckResult>,
+    /// Where a new install could not yet look for an earlier install of its
+    /// environment (the ops bucket or the server was unreachable): looked at
+    /// as soon as it answers, and an earlier trial found there then applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recall_pending: Vec<KeySource>,
 }
 
 /// The product key in force, with its decoded (verified) body.
@@ -93,22 +98,36 @@ pub enum CheckOutcome {
     Ok,
 }
 
+/// A new install ID: 32 lowercase hex characters.
+pub fn new_install_id() -> String {
+    let mut id = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut id);
+    hex::encode(id)
+}
+
 impl State {
-    fn fresh(environment_id: &str, now: OffsetDateTime) -> Self {
+    /// A new install at `now`: `install_id` and `trial_started_at` continue an
+    /// earlier install of the environment when one was found.
+    pub fn new_install(
+        environment_id: &str,
+        install_id: String,
+        trial_started_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Self {
         // Whole seconds, as the API shows times.
         let now = now.replace_nanosecond(0).unwrap_or(now);
-        let mut id = [0u8; 16];
-        rand::rngs::OsRng.fill_bytes(&mut id);
+        let trial_started_at = trial_started_at.replace_nanosecond(0).unwrap_or(trial_started_at);
         Self {
             format: FORMAT,
-            install_id: hex::encode(id),
+            install_id,
             environment_id: environment_id.to_owned(),
-            trial_started_at: now,
+            trial_started_at,
             product_key: None,
             instances: BTreeMap::new(),
             latest_seen: now,
             last_bucket_check: None,
             last_server_check: None,
+            recall_pending: Vec::new(),
         }
     }
 
@@ -138,9 +157,8 @@ impl StateFile {
         }
     }
 
-    /// Loads the state, or creates a new install (and starts its trial) when there is none.
-    /// Returns whether the install is new.
-    pub fn load_or_create(&self, environment_id: &str, now: OffsetDateTime) -> Result<(State, bool), AgentError> {
+    /// Loads the state; None when there is none (a new install, or a wiped one).
+    pub fn load(&self, environment_id: &str) -> Result<Option<State>, AgentError> {
         match std::fs::read(&self.path) {
             Ok(bytes) => {
                 let state: State = serde_json::from_slice(&bytes).map_err(|e| AgentError::CorruptState {
@@ -160,13 +178,9 @@ impl StateFile {
                         configured: environment_id.to_owned(),
                     });
                 }
-                Ok((state, false))
+                Ok(Some(state))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let state = State::fresh(environment_id, now);
-                self.save(&state, 0)?;
-                Ok((state, true))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(AgentError::io("read the state file", &self.path)(e)),
         }
     }
@@ -202,20 +216,19 @@ mod tests {
     use time::macros::datetime;
 
     #[test]
-    fn a_new_install_is_created_once_and_reloaded() {
+    fn a_new_install_is_saved_and_reloaded() {
         let tmp = tempfile::tempdir().unwrap();
         let file = StateFile::new(tmp.path());
         let t0 = datetime!(2026-01-01 00:00:00 UTC);
-        let (s, new) = file.load_or_create("env-1", t0).unwrap();
-        assert!(new);
+        assert_eq!(file.load("env-1").unwrap(), None);
+        let s = State::new_install("env-1", new_install_id(), t0, t0);
+        file.save(&s, 0).unwrap();
         assert_eq!(s.install_id.len(), 32);
         assert!(s
             .install_id
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        let (again, new) = file.load_or_create("env-1", t0 + time::Duration::days(3)).unwrap();
-        assert!(!new);
-        assert_eq!(again, s);
+        assert_eq!(file.load("env-1").unwrap(), Some(s));
         assert!(!tmp.path().join("state.tmp").exists());
     }
 
@@ -224,13 +237,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = StateFile::new(tmp.path());
         let t0 = datetime!(2026-01-01 00:00:00 UTC);
-        file.load_or_create("env-1", t0).unwrap();
+        file.save(&State::new_install("env-1", new_install_id(), t0, t0), 0)
+            .unwrap();
         assert!(matches!(
-            file.load_or_create("env-2", t0),
+            file.load("env-2"),
             Err(AgentError::EnvironmentMismatch { .. })
         ));
         std::fs::write(tmp.path().join(STATE_FILE), b"{not json").unwrap();
-        let err = file.load_or_create("env-1", t0).unwrap_err();
+        let err = file.load("env-1").unwrap_err();
         assert!(matches!(err, AgentError::CorruptState { .. }), "{err}");
     }
 }

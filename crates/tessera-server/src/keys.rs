@@ -21,7 +21,8 @@ pub struct KeyRing {
     store: Arc<dyn Store>,
     ed: RwLock<HashMap<AccountId, Arc<IssuerKey>>>,
     rsa: RwLock<HashMap<AccountId, Arc<RsaIssuerKey>>>,
-    jwks: RwLock<Option<Arc<Jwks>>>,
+    /// The key set as last read, with the number of keys the store had then.
+    jwks: RwLock<Option<(i64, Arc<Jwks>)>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -60,9 +61,7 @@ impl KeyRing {
             private_der: der,
             public_jwk: serde_json::to_string(&jwk).map_err(internal)?,
         };
-        let kept = self.store.put_issuer_key(key, now).await?;
-        *self.jwks.write().map_err(internal)? = None;
-        Ok(kept)
+        Ok(self.store.put_issuer_key(key, now).await?)
     }
 
     /// The account's Ed25519 key, created and stored the first time it is needed.
@@ -105,38 +104,53 @@ impl KeyRing {
         Ok(key)
     }
 
-    /// Every issuer's public keys. Cached until a key is added by this process;
-    /// keys are never removed, so a stale cache can only lack a brand-new key,
-    /// which is then read from the store.
+    /// Every issuer's public keys, as the store has them now: the set is read
+    /// again whenever the store's count of keys differs from the cached one
+    /// (keys are never removed), so a key another replica or the CLI just
+    /// made is published here at once.
     pub async fn jwks(&self) -> ApiResult<Arc<Jwks>> {
-        if let Some(j) = self.jwks.read().map_err(internal)?.as_ref() {
-            return Ok(j.clone());
+        let count = self.store.issuer_key_count().await?;
+        if let Some((seen, set)) = self.jwks.read().map_err(internal)?.as_ref() {
+            if *seen == count {
+                return Ok(set.clone());
+            }
         }
-        self.reload_jwks().await
+        self.reload_jwks(count).await
     }
 
-    async fn reload_jwks(&self) -> ApiResult<Arc<Jwks>> {
+    /// The cached key set, read if there is none, for verifying tokens (where
+    /// an unknown key triggers a fresh read instead).
+    async fn cached_jwks(&self) -> ApiResult<Arc<Jwks>> {
+        if let Some((_, set)) = self.jwks.read().map_err(internal)?.as_ref() {
+            return Ok(set.clone());
+        }
+        self.jwks().await
+    }
+
+    async fn reload_jwks(&self, count: i64) -> ApiResult<Arc<Jwks>> {
         let keys = self.store.public_keys().await?;
         let keys = keys
             .iter()
             .map(|k| serde_json::from_str::<Jwk>(&k.public_jwk).map_err(internal))
             .collect::<ApiResult<Vec<_>>>()?;
+        // Read after the count: the set holds at least `count` keys, so a key
+        // added between the two reads is read again next time, never missed.
         let set = Arc::new(Jwks { keys });
-        *self.jwks.write().map_err(internal)? = Some(set.clone());
+        *self.jwks.write().map_err(internal)? = Some((count, set.clone()));
         Ok(set)
     }
 
     /// Verifies a token signed by any issuer known to this server.
     pub async fn verify(&self, token: &str, now_unix: i64) -> Result<serde_json::Value, tessera_token::TokenError> {
         let set = self
-            .jwks()
+            .cached_jwks()
             .await
             .map_err(|_| tessera_token::TokenError::UnknownKey("?".into()))?;
         match tessera_token::verify(token, &set, now_unix) {
             // Another process (a replica, or the CLI) may have added the key since.
             Err(tessera_token::TokenError::UnknownKey(_)) => {
                 let set = self
-                    .reload_jwks()
+                    .jwks()
                     .await
                     .map_err(|_| tessera_token::TokenError::UnknownKey("?".into()))?;
                 tessera_token::verify(token, &set, now_unix)

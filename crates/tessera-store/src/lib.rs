@@ -296,6 +296,9 @@ pub trait Store: Send + Sync + 'static {
     async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>>;
     /// Stores `key` unless the account already has one for its algorithm; returns the one kept.
     async fn put_issuer_key(&self, key: StoredKey, now: OffsetDateTime) -> Result<StoredKey>;
+    /// How many issuer keys exist: keys are never removed, so a change in the
+    /// count says a cached key set is missing one.
+    async fn issuer_key_count(&self) -> Result<i64>;
     async fn public_keys(&self) -> Result<Vec<StoredKey>>;
 
     // Licenses.
@@ -400,10 +403,29 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> Result<Environment>;
 
+    /// Records `install_id` as the first install of `environment_id` for
+    /// `account`, its trial started at `trial_started_at` (never later than
+    /// `now`), unless one is recorded already; returns the recorded one.
+    async fn start_trial(
+        &self,
+        account: &AccountId,
+        environment_id: &str,
+        install_id: &str,
+        trial_started_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<Trial>;
+
     // Tags.
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<()>;
     async fn untag_resource(&self, arn: &str, keys: &[String]) -> Result<()>;
     async fn list_tags(&self, arn: &str) -> Result<Vec<Tag>>;
+}
+
+/// The first install of an environment and when its trial started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trial {
+    pub install_id: String,
+    pub trial_started_at: OffsetDateTime,
 }
 
 /// The database a URL names.

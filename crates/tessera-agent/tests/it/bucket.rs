@@ -127,6 +127,7 @@ async fn an_unreadable_bucket_keeps_the_license_in_force() {
         reqwest::StatusCode::OK
     );
     // A file where the object's folder should be: reading the object fails.
+    std::fs::remove_dir_all(dir.path().join("ops").join("tessera")).unwrap();
     std::fs::write(dir.path().join("ops").join("tessera"), b"x").unwrap();
     let s = check_outcome(&agent, "FAILED").await;
     assert_eq!(

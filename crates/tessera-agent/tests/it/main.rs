@@ -9,3 +9,4 @@ mod helpers;
 mod restart;
 mod server;
 mod trial;
+mod wipe;

@@ -20,6 +20,8 @@ struct StandIn {
     failing: bool,
     calls: Vec<(String, String, Value)>,
     jwks: Value,
+    /// Environment ID -> (install ID, trial start), the first reported.
+    trials: std::collections::HashMap<String, (Value, Value)>,
 }
 
 type Shared = Arc<Mutex<StandIn>>;
@@ -37,7 +39,7 @@ async fn api(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> (Statu
         .to_owned();
     let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut s = s.lock().unwrap();
-    s.calls.push((target.clone(), auth, input));
+    s.calls.push((target.clone(), auth, input.clone()));
     if s.failing {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -47,6 +49,18 @@ async fn api(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> (Statu
     match target.as_str() {
         "Tessera.GetEnvironmentLicense" => (StatusCode::OK, Json(json!({"ProductKey": s.key, "Environment": {}}))),
         "Tessera.ReportEnvironmentUsage" => (StatusCode::OK, Json(json!({"Environment": {}}))),
+        "Tessera.StartTrial" => {
+            let env = input["EnvironmentId"].as_str().unwrap_or_default().to_owned();
+            let (install, started) = s
+                .trials
+                .entry(env.clone())
+                .or_insert((input["InstallId"].clone(), input["TrialStartedAt"].clone()))
+                .clone();
+            (
+                StatusCode::OK,
+                Json(json!({"EnvironmentId": env, "InstallId": install, "TrialStartedAt": started})),
+            )
+        }
         _ => (
             StatusCode::BAD_REQUEST,
             Json(json!({"__type": "UnknownOperationException"})),
@@ -186,4 +200,31 @@ async fn an_unreachable_server_at_start_uses_the_cached_issuer_keys() {
         agent.activate(&vendor.key(&install, 25, 30)).await.0,
         reqwest::StatusCode::OK
     );
+}
+
+/// With a server, a new install is recorded there first; a wiped agent gets
+/// the environment's first install and trial back from it.
+#[tokio::test]
+async fn a_wiped_agent_gets_its_install_and_trial_back_from_the_server() {
+    let vendor = Vendor::new();
+    let (url, shared) = stand_in(&vendor).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = server_config(&dir.path().join("agent"), &url);
+    let mut agent = TestAgent::start(cfg.clone()).await;
+    let first = agent.settings().await;
+    agent.stop().await.unwrap();
+    std::fs::remove_dir_all(&cfg.data_dir).unwrap();
+    let mut again = TestAgent::start(cfg).await;
+    let s = again.settings().await;
+    assert_eq!(s["installId"], first["installId"]);
+    assert_eq!(s["expiresAt"], first["expiresAt"]);
+    let starts = shared
+        .lock()
+        .unwrap()
+        .calls
+        .iter()
+        .filter(|(t, _, _)| t == "Tessera.StartTrial")
+        .count();
+    assert_eq!(starts, 2, "each new install asks the server");
+    again.stop().await.unwrap();
 }

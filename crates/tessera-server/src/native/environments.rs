@@ -255,3 +255,36 @@ pub async fn report_usage(state: &SharedState, caller: &AccountId, v: Value) -> 
         .await?;
     Ok(json!({ "Environment": env }))
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TrialInput {
+    environment_id: Option<String>,
+    install_id: Option<String>,
+    trial_started_at: Option<String>,
+}
+
+/// An agent's new install: the server keeps the first install of each
+/// environment of the caller's account and when its trial started, and
+/// answers every later call with those, so a wiped agent continues them.
+pub async fn start_trial(state: &SharedState, caller: &AccountId, v: Value) -> ApiResult<Value> {
+    let input: TrialInput = parse(v)?;
+    let environment_id = required("EnvironmentId", input.environment_id)?;
+    validate_environment_id("EnvironmentId", &environment_id)?;
+    let install_id = required("InstallId", input.install_id)?;
+    validate_install_id("InstallId", &install_id)?;
+    let now = state.clock.now();
+    let started = match input.trial_started_at.as_deref() {
+        Some(t) => timefmt::parse("TrialStartedAt", t)?,
+        None => now,
+    };
+    let trial = state
+        .store
+        .start_trial(caller, &environment_id, &install_id, started, now)
+        .await?;
+    Ok(json!({
+        "EnvironmentId": environment_id,
+        "InstallId": trial.install_id,
+        "TrialStartedAt": timefmt::format(trial.trial_started_at),
+    }))
+}

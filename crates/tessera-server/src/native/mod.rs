@@ -2,7 +2,7 @@
 //! wire rules as the AWS API: SigV4, awsJson1_1, AWS error shapes.
 //!
 //! They serve the vendor's automation (environments, product keys) and the
-//! environment agents (GetEnvironmentLicense, ReportEnvironmentUsage). The CLI
+//! environment agents (GetEnvironmentLicense, ReportEnvironmentUsage, StartTrial). The CLI
 //! calls the same functions directly on a store.
 
 pub mod environments;
@@ -26,6 +26,7 @@ pub async fn dispatch(state: &SharedState, caller: &Caller, op: &str, input: Val
         "PublishProductKey" => environments::publish_product_key(state, account, input).await,
         "GetEnvironmentLicense" => environments::get_environment_license(state, account, input).await,
         "ReportEnvironmentUsage" => environments::report_usage(state, account, input).await,
+        "StartTrial" => environments::start_trial(state, account, input).await,
         other => Err(ApiError::UnknownOperation(format!(
             "operation {other} is not a Tessera operation"
         ))),

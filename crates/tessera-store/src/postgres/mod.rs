@@ -1359,6 +1359,12 @@ impl Store for PgStore {
         retry("put_issuer_key", || self.put_issuer_key_once(&key, now)).await
     }
 
+    async fn issuer_key_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM issuer_keys")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn public_keys(&self) -> Result<Vec<StoredKey>> {
         let rows = sqlx::query(
             "SELECT kid, account_id, alg, ''::BYTEA AS private_der, public_jwk FROM issuer_keys ORDER BY created_at, kid COLLATE \"C\"",
@@ -1649,6 +1655,17 @@ impl Store for PgStore {
             environments::report(self, account, environment_id, aku_in_use, now)
         })
         .await
+    }
+
+    async fn start_trial(
+        &self,
+        account: &AccountId,
+        environment_id: &str,
+        install_id: &str,
+        trial_started_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<crate::Trial> {
+        environments::start_trial(&self.pool, account, environment_id, install_id, trial_started_at, now).await
     }
 
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<()> {

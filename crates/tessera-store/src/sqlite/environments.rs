@@ -221,3 +221,33 @@ pub(super) async fn list(
         .map(|r| Ok((account_of(&r.try_get::<String, _>("account_id")?)?, environment_of(r)?)))
         .collect()
 }
+
+pub(super) async fn start_trial(
+    store: &SqliteStore,
+    account: &AccountId,
+    id: &str,
+    install_id: &str,
+    trial_started_at: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<crate::Trial> {
+    let (mut tx, _turn) = store.begin().await?;
+    sqlx::query("INSERT INTO trials (account_id, environment_id, install_id, trial_started_at, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, environment_id) DO NOTHING")
+        .bind(account.as_str())
+        .bind(id)
+        .bind(install_id)
+        .bind(to_millis(trial_started_at.min(now)))
+        .bind(to_millis(now))
+        .execute(&mut *tx)
+        .await?;
+    let (install_id, started): (String, i64) =
+        sqlx::query_as("SELECT install_id, trial_started_at FROM trials WHERE account_id = ? AND environment_id = ?")
+            .bind(account.as_str())
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(crate::Trial {
+        install_id,
+        trial_started_at: tessera_core::timefmt::from_millis(started),
+    })
+}

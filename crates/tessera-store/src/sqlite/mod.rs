@@ -476,6 +476,12 @@ impl Store for SqliteStore {
         stored_key(&row)
     }
 
+    async fn issuer_key_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM issuer_keys")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
     async fn public_keys(&self) -> Result<Vec<StoredKey>> {
         let rows = sqlx::query(
             "SELECT kid, account_id, alg, X'' AS private_der, public_jwk FROM issuer_keys ORDER BY created_at, kid",
@@ -825,6 +831,17 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Environment> {
         environments::report(self, account, environment_id, aku_in_use, now).await
+    }
+
+    async fn start_trial(
+        &self,
+        account: &AccountId,
+        environment_id: &str,
+        install_id: &str,
+        trial_started_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<crate::Trial> {
+        environments::start_trial(self, account, environment_id, install_id, trial_started_at, now).await
     }
 
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<()> {

@@ -807,3 +807,43 @@ async fn writes_confirm_the_access_key_they_carry() {
         assert_eq!(seats_in_use(other, &f.arn, t).await, 0, "{}", db.name);
     }
 }
+
+/// The first install of an environment is kept: later installs of the same
+/// environment of the same account get it back; a trial start in the future is
+/// never recorded; other accounts and environments are apart.
+#[tokio::test]
+async fn the_first_trial_of_an_environment_is_kept() {
+    for db in backends().await {
+        let store = db.open().await;
+        let t = now();
+        let (a, _) = store.create_account("a", t).await.expect("a");
+        let (b, _) = store.create_account("b", t).await.expect("b");
+        let first = store
+            .start_trial(&a.id, "env-1", "install-first", t + time::Duration::days(30), t)
+            .await
+            .expect("first");
+        assert_eq!(first.install_id, "install-first", "{}", db.name);
+        assert_eq!(
+            first.trial_started_at,
+            tessera_core::timefmt::from_millis(tessera_core::timefmt::to_millis(t))
+        );
+        let later = store
+            .start_trial(
+                &a.id,
+                "env-1",
+                "install-again",
+                t + time::Duration::days(20),
+                t + time::Duration::days(20),
+            )
+            .await
+            .expect("later");
+        assert_eq!(later, first, "{}", db.name);
+        let other_env = store
+            .start_trial(&a.id, "env-2", "install-2", t, t)
+            .await
+            .expect("env-2");
+        assert_eq!(other_env.install_id, "install-2");
+        let other_account = store.start_trial(&b.id, "env-1", "install-b", t, t).await.expect("b");
+        assert_eq!(other_account.install_id, "install-b", "{}", db.name);
+    }
+}
