@@ -4,6 +4,8 @@
 #               TESSERA_CONFORMANCE_POSTGRES_URL name the server, default postgres://root@127.0.0.1:5432/test)
 #   make lint   rustfmt check and clippy with warnings as errors
 #   make serve  run the server; TESSERA_DATA_DIR and TESSERA_LISTEN override the defaults below
+#   make fuzz   every fuzz target for FUZZ_SECONDS each (default 60), then the stores'
+#               model-based property test with MODEL_CASES cases per backend (default 500)
 
 CARGO  ?= cargo
 PYTHON ?= python3
@@ -16,7 +18,10 @@ STAMP   := $(VENV)/.requirements.stamp
 SERVE_DATA_DIR ?= tessera-data
 SERVE_LISTEN   ?= 127.0.0.1:7070
 
-.PHONY: all build test rust-test rust-test-pg conformance conformance-pg venv lint fmt-check clippy serve clean-venv
+FUZZ_SECONDS ?= 60
+MODEL_CASES  ?= 500
+
+.PHONY: all build test rust-test rust-test-pg conformance conformance-pg venv lint fmt-check clippy serve clean-venv fuzz
 
 all: build
 
@@ -66,6 +71,10 @@ clippy:
 serve:
 	TESSERA_DATA_DIR="$${TESSERA_DATA_DIR:-$(SERVE_DATA_DIR)}" TESSERA_LISTEN="$${TESSERA_LISTEN:-$(SERVE_LISTEN)}" \
 		$(CARGO) run --release -p tessera -- serve
+
+fuzz:
+	fuzz/run $(FUZZ_SECONDS)
+	TESSERA_MODEL_CASES=$(MODEL_CASES) $(CARGO) test --release -p tessera-store --test store model
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -195,7 +195,14 @@ async fn list_instances(State(agent): Shared) -> Response {
     Json(agent.list_instances().await).into_response()
 }
 
-async fn get_instance(State(agent): Shared, Path(id): Path<String>) -> Result<Response, OpError> {
+/// An instance ID from the path; one that is not UTF-8 once decoded is refused in JSON.
+fn instance_id(path: Result<Path<String>, PathRejection>) -> Result<String, OpError> {
+    path.map(|Path(id)| id)
+        .map_err(|e| OpError::Invalid(format!("the instance ID in the path cannot be read: {e}")))
+}
+
+async fn get_instance(State(agent): Shared, path: Result<Path<String>, PathRejection>) -> Result<Response, OpError> {
+    let id = instance_id(path)?;
     let list = agent.list_instances().await;
     list.instances
         .into_iter()
@@ -215,16 +222,18 @@ async fn create_instance(State(agent): Shared, body: Result<Bytes, BytesRejectio
 
 async fn scale_instance(
     State(agent): Shared,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpError> {
+    let id = instance_id(path)?;
     let obj = object(body)?;
     let aku = int_field(&obj, "aku", 1, MAX_INSTANCE_AKU)?;
     let instance = detached(async move { agent.scale_instance(&id, aku).await }).await?;
     Ok(Json(instance).into_response())
 }
 
-async fn delete_instance(State(agent): Shared, Path(id): Path<String>) -> Result<Response, OpError> {
+async fn delete_instance(State(agent): Shared, path: Result<Path<String>, PathRejection>) -> Result<Response, OpError> {
+    let id = instance_id(path)?;
     detached(async move { agent.delete_instance(&id).await }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

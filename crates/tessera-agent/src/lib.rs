@@ -39,6 +39,14 @@ pub use trust::JWKS_CACHE_FILE;
 /// The bearer token file in the data directory.
 pub const API_TOKEN_FILE: &str = "api-token";
 
+/// The agent's HTTP API over its data directory, without pollers or a
+/// listener, as if it listened on `addr` (loopback: no bearer token needed):
+/// for driving the API in process, as the fuzz targets do.
+pub async fn app(config: AgentConfig, addr: std::net::SocketAddr) -> Result<axum::Router, AgentError> {
+    let agent = agent::Agent::open(config, addr).await?;
+    Ok(http::router(agent))
+}
+
 /// Serves the agent on `listener` until `shutdown` completes, with its
 /// background pollers; then writes the latest time seen and returns.
 pub async fn serve(

@@ -53,13 +53,20 @@ fn uri_encode(s: &str, keep_slash: bool) -> String {
 }
 
 fn percent_decode(s: &str) -> String {
+    // Bytes, not characters: `%` may be followed by anything, a multi-byte character included.
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 3 <= bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+        if bytes[i] == b'%' {
+            if let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push(hi << 4 | lo);
                 i += 3;
                 continue;
             }
@@ -469,6 +476,17 @@ pub fn verify_signature_with_key(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_percent_before_a_multi_byte_character_is_kept_as_it_is() {
+        // Found by the sigv4 fuzz target: this sliced a string inside a character.
+        assert_eq!(percent_decode("%\u{e9}1"), "%\u{e9}1");
+        assert_eq!(percent_decode("a%2Fb%2"), "a/b%2");
+        assert_eq!(percent_decode("%41%4a%zz"), "AJ%zz");
+        let mut out = String::new();
+        canonical_query_into(&mut out, "%\u{e9}=%\u{4e2d}");
+        assert_eq!(out, "%25%C3%A9=%25%E4%B8%AD");
+    }
+
     use super::*;
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";

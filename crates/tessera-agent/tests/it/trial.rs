@@ -139,6 +139,14 @@ async fn bad_input_and_unknown_instances_get_json_errors() {
     let (s, v) = agent.request(Method::PUT, "/v1/settings", None).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert!(v["code"].is_string());
+    // An instance ID that is not UTF-8 once decoded (found by the agent_request fuzz target).
+    for method in [Method::GET, Method::PATCH, Method::DELETE] {
+        let (s, v) = agent
+            .request(method, "/v1/instances/%ff%00", Some(json!({"aku": 1})))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["code"], "InvalidParameter", "{v}");
+    }
 }
 
 #[tokio::test]

@@ -27,6 +27,35 @@ pub enum Exception {
 
 use Exception as E;
 
+impl Exception {
+    /// The exception's name on the wire (`__type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            E::AccessDenied => "AccessDeniedException",
+            E::Conflict => "ConflictException",
+            E::EntitlementNotAllowed => "EntitlementNotAllowedException",
+            E::InvalidParameterValue => "InvalidParameterValueException",
+            E::NoEntitlementsAllowed => "NoEntitlementsAllowedException",
+            E::ResourceLimitExceeded => "ResourceLimitExceededException",
+            E::ResourceNotFound => "ResourceNotFoundException",
+            E::UnsupportedDigitalSignatureMethod => "UnsupportedDigitalSignatureMethodException",
+            E::Validation => "ValidationException",
+        }
+    }
+}
+
+/// What AWS's front end answers for any operation before it runs (and
+/// ServerInternalException, which every operation lists).
+pub const FRONT_END: &[&str] = &[
+    "IncompleteSignatureException",
+    "InvalidSignatureException",
+    "MissingAuthenticationTokenException",
+    "UnrecognizedClientException",
+    "SerializationException",
+    "UnknownOperationException",
+    "ServerInternalException",
+];
+
 macro_rules! operations {
     ($($op:ident { bearer: $bearer:literal, errors: [$($e:ident),*] },)*) => {
         /// An operation of the AWS License Manager API that this server offers.
