@@ -21,7 +21,7 @@ SERVE_LISTEN   ?= 127.0.0.1:7070
 FUZZ_SECONDS ?= 60
 MODEL_CASES  ?= 500
 
-.PHONY: all build test rust-test rust-test-pg conformance conformance-pg venv lint fmt-check clippy serve clean-venv fuzz
+.PHONY: all build test rust-test rust-test-pg conformance conformance-pg venv lint fmt-check clippy serve clean-venv fuzz js-sdk
 
 all: build
 
@@ -46,11 +46,23 @@ $(STAMP): conformance/requirements.txt
 	$(VENV_PY) -m pip install --disable-pip-version-check --no-input -q -r conformance/requirements.txt
 	touch $@
 
-conformance: venv
+# The AWS SDK for JavaScript, for its conformance test (skipped where npm is missing).
+JS_SDK := conformance/js/node_modules/.package-lock.json
+
+js-sdk: $(JS_SDK)
+
+$(JS_SDK): conformance/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd conformance/js && npm ci --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "npm not found: the JavaScript SDK test will be skipped"; \
+	fi
+
+conformance: venv js-sdk
 	TESSERA_CONFORMANCE_DATABASE=sqlite $(VENV_PY) -m pytest -q conformance $(PYTEST_ARGS)
 
 # Every server of the suite on a fresh PostgreSQL database.
-conformance-pg: venv
+conformance-pg: venv js-sdk
 	TESSERA_CONFORMANCE_DATABASE=postgres $(VENV_PY) -m pytest -q conformance $(PYTEST_ARGS)
 
 test:
