@@ -23,18 +23,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            std::path::PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("tessera-fuzz-agent-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let rt = tessera_fuzz::runtime();
+        let dir = tessera_fuzz::scratch_dir("agent");
         let env = EnvironmentId::parse("env-fuzz").expect("environment ID");
         let config = AgentConfig {
             test_clock: true,
@@ -60,7 +50,9 @@ const PATHS: [&str; 8] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, body)) = data.split_first() else { return };
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
     let f = fixture();
     let method = METHODS[usize::from(pick) % METHODS.len()];
     let path = PATHS[usize::from(pick >> 3) % PATHS.len()];
@@ -83,13 +75,24 @@ fuzz_target!(|data: &[u8]| {
         let s = axum::body::to_bytes(s.into_body(), 1 << 20).await.expect("body");
         (status, bytes, s)
     });
-    assert_ne!(status.as_u16(), 500, "{method} {path}: {}", String::from_utf8_lossy(&answer));
+    assert_ne!(
+        status.as_u16(),
+        500,
+        "{method} {path}: {}",
+        String::from_utf8_lossy(&answer)
+    );
     if status.is_client_error() {
         let v: serde_json::Value = serde_json::from_slice(&answer).expect("refusals are JSON");
-        assert!(v["code"].is_string() && v["message"].is_string(), "{method} {path}: {v}");
+        assert!(
+            v["code"].is_string() && v["message"].is_string(),
+            "{method} {path}: {v}"
+        );
     }
     let s: serde_json::Value = serde_json::from_slice(&settings).expect("settings");
-    let (used, allowed) = (s["akuInUse"].as_i64().unwrap_or(0), s["akuAllocated"].as_i64().unwrap_or(0));
+    let (used, allowed) = (
+        s["akuInUse"].as_i64().unwrap_or(0),
+        s["akuAllocated"].as_i64().unwrap_or(0),
+    );
     // An expired trial allows no growth; reservations never pass what was allowed when made.
     assert!(used <= allowed.max(14), "{used} AKU reserved of {allowed}");
 });

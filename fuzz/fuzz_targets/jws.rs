@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tessera_token::{verify, IssuerKey, Jwks};
+use tessera_token::{verify, Jwks};
 
 struct Fixture {
     jwks: Jwks,
@@ -17,16 +17,11 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let issuer = IssuerKey::generate("111111111111");
+        let (issuer, jwks) = tessera_fuzz::issuer();
         let token = issuer
             .sign(&serde_json::json!({"sub": "222222222222", "iat": 1_700_000_000i64, "exp": 4_000_000_000i64}))
             .expect("signed");
-        Fixture {
-            jwks: Jwks {
-                keys: vec![issuer.public_jwk()],
-            },
-            token,
-        }
+        Fixture { jwks, token }
     })
 }
 
@@ -46,7 +41,10 @@ fuzz_target!(|data: &[u8]| {
         changed.splice(at..(at + insert.len()).min(changed.len()), insert.iter().copied());
         if changed != f.token.as_bytes() {
             if let Ok(claims) = verify(&String::from_utf8_lossy(&changed), &f.jwks, NOW) {
-                assert_eq!(claims["sub"], "222222222222", "a changed token verified with other claims");
+                assert_eq!(
+                    claims["sub"], "222222222222",
+                    "a changed token verified with other claims"
+                );
             }
         }
     }

@@ -29,19 +29,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        // tmpfs when there is one: the store flushes every write.
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            std::path::PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("tessera-fuzz-ops-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let rt = tessera_fuzz::runtime();
+        let dir = tessera_fuzz::scratch_dir("ops");
         let (router, keys) = rt.block_on(async {
             let store = tessera_store::open(&format!("sqlite://{}", dir.join("tessera.db").display()))
                 .await
@@ -60,7 +49,9 @@ fn fixture() -> &'static Fixture {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, body)) = data.split_first() else { return };
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
     let f = fixture();
     let op = Operation::ALL[usize::from(pick & 0x7f) % Operation::ALL.len()];
     let (akid, secret) = &f.keys[usize::from(pick >> 7)];
@@ -98,7 +89,12 @@ fuzz_target!(|data: &[u8]| {
         (status, id, bytes)
     });
     assert!(id, "{op:?}: an answer without x-amzn-RequestId");
-    assert_ne!(status.as_u16(), 500, "{op:?} answered 500: {}", String::from_utf8_lossy(&answer));
+    assert_ne!(
+        status.as_u16(),
+        500,
+        "{op:?} answered 500: {}",
+        String::from_utf8_lossy(&answer)
+    );
     if !status.is_success() {
         let v: serde_json::Value = serde_json::from_slice(&answer).expect("errors are JSON");
         let name = v["__type"].as_str().expect("errors have a __type");

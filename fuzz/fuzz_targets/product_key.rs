@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use tessera_token::product_key::{self, ProductKeyBody};
-use tessera_token::{IssuerKey, Jwks};
+use tessera_token::Jwks;
 
 struct Fixture {
     jwks: Jwks,
@@ -17,7 +17,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let issuer = IssuerKey::generate("111111111111");
+        let (issuer, jwks) = tessera_fuzz::issuer();
         let body = ProductKeyBody {
             install_id: "0123456789abcdef0123456789abcdef".into(),
             environment_id: "env-fuzz".into(),
@@ -33,9 +33,7 @@ fn fixture() -> &'static Fixture {
             key_id: issuer.kid().to_owned(),
         };
         Fixture {
-            jwks: Jwks {
-                keys: vec![issuer.public_jwk()],
-            },
+            jwks,
             key: product_key::issue(&body, &issuer),
         }
     })
