@@ -77,11 +77,6 @@ impl Units {
     pub fn saturating_sub(self, other: Units) -> Units {
         Units((self.0 - other.0).max(0))
     }
-
-    /// Adds up quantities; None when the total would pass [`MAX_UNITS`].
-    pub fn sum<I: IntoIterator<Item = Units>>(items: I) -> Option<Units> {
-        items.into_iter().try_fold(Units::ZERO, Units::checked_add)
-    }
 }
 
 fn out_of_range(field: &str, text: &str) -> ValidationError {
@@ -154,8 +149,6 @@ mod tests {
         assert_eq!(Units::MAX.checked_add(Units::new(1).unwrap()), None);
         assert_eq!(Units::MAX.checked_add(Units::MAX), None);
         assert_eq!(Units::ZERO.saturating_sub(Units::MAX), Units::ZERO);
-        assert_eq!(Units::sum([Units::MAX, Units::new(1).unwrap()]), None);
-        assert_eq!(Units::sum([Units::new(2).unwrap(); 3]), Units::new(6));
     }
 
     #[test]

@@ -847,3 +847,27 @@ async fn the_first_trial_of_an_environment_is_kept() {
         assert_eq!(other_account.install_id, "install-b", "{}", db.name);
     }
 }
+
+/// Closing a store finishes what was written, stops its threads and pools,
+/// and refuses what comes after; the next store on the database has it all.
+#[tokio::test]
+async fn a_closed_store_keeps_what_it_answered_and_refuses_the_rest() {
+    for db in backends().await {
+        let store = db.open().await;
+        let f = fixture(store.as_ref(), 5).await;
+        let t = now();
+        store
+            .checkout(checkout_cmd(&f.customer, &f.sku, &f.vendor, 2, "ct-before-close"), t)
+            .await
+            .expect("a checkout before closing");
+        store.close().await;
+        let after = store
+            .checkout(checkout_cmd(&f.customer, &f.sku, &f.vendor, 1, "ct-after-close"), t)
+            .await;
+        assert!(after.is_err(), "{}: a closed store took a checkout", db.name);
+        drop(store);
+        let again = db.open().await;
+        assert_eq!(seats_in_use(again.as_ref(), &f.arn, t).await, 2, "{}", db.name);
+        again.close().await;
+    }
+}
