@@ -25,6 +25,7 @@ def test_a_wiped_agent_with_a_server_continues_its_install_and_trial(tmp_path):
         agent.start(*_with_server(agent, customer))
         first = agent.settings()
         assert first["licenseState"] == "TRIAL", first
+        assert "no new trial starts" not in agent.log.read_text(), "a first install is not a continued one"
         agent.advance(15 * DAY)
         assert agent.settings()["licenseState"] == "EXPIRED"
         agent.kill9()

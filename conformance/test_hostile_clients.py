@@ -78,6 +78,58 @@ def test_stalled_connections_are_closed_by_their_timeouts(make_server):
     assert got.startswith(b"HTTP/1.1 200") and 2 <= took < 6, (took, got[:100])
 
 
+def test_a_connection_goes_idle_after_a_slow_answer_and_is_closed(make_server):
+    """An answer that takes longer than the header timeout does not stop the
+    idle timeout from closing the connection once it goes quiet."""
+    server = make_server(extra_args=["--header-read-timeout", "1", "--idle-timeout", "2"])
+    w = World(server, tag="slow")
+    sku = new_sku("slow")
+    w.create_license(sku=sku)
+    body = json.dumps({"ProductSKU": sku, "CheckoutType": "PROVISIONAL", "KeyFingerprint": w.fingerprint(),
+                       "Entitlements": [{"Name": "Seats", "Value": "1", "Unit": "Count"}],
+                       "ClientToken": token()}).encode()
+    holder = _hold_the_write_lock(server, 2.5)
+    # One keep-alive connection: the slow checkout, then silence.
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    req = AWSRequest(method="POST", url=server.url + "/", data=body,
+                     headers={"Content-Type": JSON_CT, "X-Amz-Target": TARGET_PREFIX + "CheckoutLicense"})
+    SigV4Auth(Credentials(w.customer.access_key_id, w.customer.secret_access_key), "license-manager",
+              "us-east-1").add_auth(req)
+    head = "".join(f"{k}: {v}\r\n" for k, v in req.headers.items())
+    s = _connect(server)
+    s.sendall(f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body)
+    start = time.monotonic()
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(65536)
+    answered = time.monotonic() - start
+    holder.join(30)
+    assert got.startswith(b"HTTP/1.1 200"), got[:300]
+    assert answered > 1.5, f"the answer took {answered:.1f}s; the lock was to hold it longer than the header timeout"
+    took, _ = _closed_within(s, 15)
+    assert took < 6, f"the idle connection stayed open {took:.1f}s after its answer"
+
+
+def test_a_body_that_trickles_in_is_cut_off_at_the_body_timeout(make_server):
+    server = make_server(extra_args=["--body-read-timeout", "2", "--idle-timeout", "30"])
+    s = _connect(server)
+    s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: " + JSON_CT.encode()
+              + b"\r\nX-Amz-Target: AWSLicenseManager.ListLicenses\r\nContent-Length: 1000\r\n\r\n{")
+    start = time.monotonic()
+    closed = False
+    try:
+        while time.monotonic() - start < 15:
+            s.sendall(b" ")
+            time.sleep(0.3)
+    except (BrokenPipeError, ConnectionResetError):
+        closed = True
+    took = time.monotonic() - start
+    assert closed, "a trickling body kept its connection past the body timeout"
+    assert took < 8, took
+
+
 def test_a_thousand_stalled_sockets_do_not_starve_other_clients(make_server):
     """1,100 stalled sockets against a server allowed 1,024 descriptors (so
     at most 896 connections): the other clients are still answered, at once."""

@@ -221,3 +221,12 @@ def test_validity_has_a_minute_of_leeway_for_clocks(world):
                         sku=license_from(now - dt.timedelta(days=1), now - dt.timedelta(minutes=5)),
                         fp=world.fingerprint())
     assert "expired" in resp["Error"]["Message"], resp["Error"]
+
+
+def test_a_license_valid_to_the_end_of_the_calendar_is_usable(world):
+    """A common way to write "never expires"; the validity leeway must not overflow past it."""
+    sku = new_sku("forever")
+    arn, _ = world.create_license(sku=sku, end="9999-12-31T23:59:59Z")
+    out = checkout(world.c, sku, world.fingerprint())
+    world.c.check_in_license(LicenseConsumptionToken=out["LicenseConsumptionToken"])
+    assert consumed(world.v, arn) == "0"

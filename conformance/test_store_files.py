@@ -6,10 +6,12 @@ unless every server sharing it says so."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
 import subprocess
+import time
 
 import pytest
 import requests
@@ -87,10 +89,48 @@ def test_a_new_database_is_marked_and_an_unmarked_tessera_database_is_adopted(ma
 def test_a_leftover_half_made_database_does_not_stop_a_new_one(make_server):
     server = make_server(start=False)
     server.data_dir.mkdir(parents=True)
-    (server.data_dir / "tessera.db.new").write_bytes(b"half of a database from a start that was killed")
+    leftover = server.data_dir / "tessera.db.new.4242.17"
+    leftover.write_bytes(b"half of a database from a start that was killed")
+    two_hours_ago = time.time() - 7200
+    os.utime(leftover, (two_hours_ago, two_hours_ago))
     server.start()
     World(server, tag="fresh")
-    assert not (server.data_dir / "tessera.db.new").exists()
+    assert not leftover.exists()
+
+
+def test_servers_starting_at_once_on_no_database_make_one_and_share_it(tmp_path):
+    """Two starts that both find no file: one database is made, and both use it
+    (a link never replaces a file, where a rename would)."""
+    data = tmp_path / "data"
+    procs = []
+    ports = [free_port(), free_port()]
+    try:
+        for port in ports:
+            procs.append(subprocess.Popen(
+                [str(tessera_bin()), "serve", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}",
+                 "--shared-sqlite"], env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL))
+        for port in ports:
+            for _ in range(200):
+                try:
+                    if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                time.sleep(0.05)
+        made = subprocess.run([str(tessera_bin()), "account", "create", "--name", "both", "--data-dir", str(data),
+                               "--output", "json"], capture_output=True, text=True, env=clean_env(), check=True)
+        key = json.loads(made.stdout)
+        import boto3
+        for port in ports:
+            lm = boto3.client("license-manager", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                              aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+            assert lm.list_licenses()["Licenses"] == []
+        assert [p.name for p in data.iterdir() if p.name.startswith("tessera.db.new")] == []
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=20)
 
 
 def _damage(db, tables=("licenses", "license_versions"), seed: int = 7) -> None:

@@ -120,16 +120,20 @@ impl Agent {
                 state
             }
         };
-        if let Some(bucket) = &bucket {
-            recall::remember(
-                bucket,
-                &recall::InstallRecord {
-                    environment_id: env.to_owned(),
-                    install_id: state.install_id.clone(),
-                    trial_started_at: state.trial_started_at,
-                },
-            )
-            .await;
+        // Kept in the bucket for a wiped agent to find, unless the bucket has not
+        // yet been searched for an earlier install (its record must not be
+        // overwritten first): the poller writes it then. In the background, so
+        // that a slow bucket does not hold the start.
+        if let Some(bucket) = bucket
+            .clone()
+            .filter(|_| !state.recall_pending.contains(&KeySource::OpsBucket))
+        {
+            let record = recall::InstallRecord {
+                environment_id: env.to_owned(),
+                install_id: state.install_id.clone(),
+                trial_started_at: state.trial_started_at,
+            };
+            tokio::spawn(async move { recall::remember(&bucket, &record).await });
         }
         let api_token = load_or_create_token(&config.data_dir)?;
         let guard = TimeGuard::new(state.latest_seen, config.clock_tolerance);
@@ -241,7 +245,7 @@ impl Agent {
         let mut inner = self.inner.lock().await;
         let mut next = inner.state.clone();
         next.recall_pending.retain(|s| *s != source);
-        if let Some(t) = earlier_trial.filter(|t| *t < next.trial_started_at) {
+        if let Some(t) = earlier_trial.filter(|t| *t < next.trial_started_at && *t <= self.clock.now()) {
             tracing::warn!(
                 from = %source,
                 trial_started_at = %timefmt::format(t),
@@ -533,12 +537,15 @@ async fn new_install(
         },
         None => recall::Earlier::default(),
     };
+    // Whole seconds, as the server records them; a start in the future (an
+    // edited record) is now.
+    let now = now.replace_nanosecond(0).unwrap_or(now);
     let mut install_id = earlier.install_id.clone().unwrap_or_else(new_install_id);
-    let mut trial_started_at = earlier.trial_started_at.unwrap_or(now);
+    let mut trial_started_at = earlier.trial_started_at.map_or(now, |t| t.min(now));
     if let Some(client) = server {
         match recall::with_server(client, env, &install_id, trial_started_at).await {
             Ok((first, started)) => {
-                if first != install_id || started != trial_started_at {
+                if first != install_id || started < trial_started_at {
                     earlier.found_in.push("the server");
                 }
                 (install_id, trial_started_at) = (first, started);

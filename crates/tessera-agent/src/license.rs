@@ -80,7 +80,11 @@ impl LicenseView {
 }
 
 pub fn trial_end(state: &State) -> OffsetDateTime {
-    state.trial_started_at + time::Duration::days(TRIAL_DAYS)
+    // Checked: the state file may have been edited to the end of the calendar.
+    state
+        .trial_started_at
+        .checked_add(time::Duration::days(TRIAL_DAYS))
+        .unwrap_or(state.trial_started_at)
 }
 
 /// Why a product key is refused, as the API names it.

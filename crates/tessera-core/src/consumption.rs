@@ -140,8 +140,9 @@ pub fn unavailable_reason(license: &License, now: OffsetDateTime) -> Option<Stri
         ));
     }
     let (begin, end) = license.validity_window();
+    // Checked: a window may run to the end of the calendar (9999-12-31T23:59:59Z).
     if let Some(b) = begin {
-        if now + VALIDITY_LEEWAY < b {
+        if now.checked_add(VALIDITY_LEEWAY).is_some_and(|t| t < b) {
             return Some(format!(
                 "license {} is not valid until {}",
                 license.license_arn, license.validity.begin
@@ -149,7 +150,7 @@ pub fn unavailable_reason(license: &License, now: OffsetDateTime) -> Option<Stri
         }
     }
     if let Some(e) = end {
-        if now >= e + VALIDITY_LEEWAY {
+        if e.checked_add(VALIDITY_LEEWAY).is_some_and(|end| now >= end) {
             return Some(format!(
                 "license {} expired at {}",
                 license.license_arn,
@@ -524,6 +525,10 @@ mod tests {
         assert!(unavailable_reason(&l, datetime!(2027-06-01 0:00 UTC))
             .unwrap()
             .contains("expired"));
+        // A window to the end of the calendar is open, not a panic.
+        let mut forever = l.clone();
+        forever.validity.end = Some("9999-12-31T23:59:59Z".into());
+        assert!(unavailable_reason(&forever, datetime!(2026-06-01 0:00 UTC)).is_none());
         // Within a minute of the window's edges a checkout is still inside it.
         assert!(unavailable_reason(&l, datetime!(2025-12-31 23:59:30 UTC)).is_none());
         assert!(unavailable_reason(&l, datetime!(2025-12-31 23:58:59 UTC)).is_some());

@@ -12,19 +12,21 @@ pub fn parse(field: &str, s: &str) -> Result<OffsetDateTime, ValidationError> {
     if s.len() > 50 {
         return Err(ValidationError::new(field, "must be at most 50 characters"));
     }
-    OffsetDateTime::parse(s, &Rfc3339)
-        .map(|t| t.to_offset(UtcOffset::UTC))
-        .map_err(|_| {
-            ValidationError::new(
-                field,
-                format!("'{s}' is not an ISO 8601 date-time with a zone, such as 2026-11-22T01:02:03Z"),
-            )
-        })
+    let invalid = || {
+        ValidationError::new(
+            field,
+            format!("'{s}' is not an ISO 8601 date-time with a zone, such as 2026-11-22T01:02:03Z"),
+        )
+    };
+    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| invalid())?;
+    // Checked: 9999-12-31T23:30:00-01:00 is past the calendar in UTC.
+    t.checked_to_offset(UtcOffset::UTC)
+        .ok_or_else(|| ValidationError::new(field, format!("'{s}' is later than 9999-12-31T23:59:59Z")))
 }
 
 /// Formats in UTC with a `Z`, with milliseconds only when they are not zero.
 pub fn format(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
+    let t = t.checked_to_offset(UtcOffset::UTC).unwrap_or(t);
     let base = t
         .format(format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]"))
         .unwrap_or_default();
@@ -56,6 +58,8 @@ mod tests {
         let t = parse("Begin", "2026-11-22T01:02:03.250Z").unwrap();
         assert_eq!(format(t), "2026-11-22T01:02:03.250Z");
         assert_eq!(from_millis(to_millis(t)), t);
+        assert!(parse("Begin", "9999-12-31T23:30:00-01:00").is_err());
+        assert!(parse("Begin", "9999-12-31T23:59:59Z").is_ok());
     }
 
     #[test]

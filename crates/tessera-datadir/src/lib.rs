@@ -142,7 +142,8 @@ impl DirLock {
         let pids: Vec<&str> = match hold {
             Hold::Exclusive => vec![me.as_str()],
             Hold::Shared => {
-                let mut p: Vec<&str> = held.split_whitespace().collect();
+                // Holders that have ended are dropped from the list.
+                let mut p: Vec<&str> = held.split_whitespace().filter(|pid| alive(pid)).collect();
                 p.push(&me);
                 p
             }
@@ -158,6 +159,12 @@ impl DirLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Whether process `pid` runs (where the system says; assumed otherwise).
+fn alive(pid: &str) -> bool {
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid).exists()
 }
 
 #[cfg(test)]

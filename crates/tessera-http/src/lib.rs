@@ -3,9 +3,10 @@
 //! license server and the environment agent both serve through it.
 //!
 //! - A connection must finish a request head within `header_read_timeout`
-//!   of its first byte, and a request body must arrive within
-//!   `body_read_timeout`; a connection with no request in flight that sends
-//!   nothing for `idle_timeout` (a new one included) is closed.
+//!   of its first byte, and its body within `body_read_timeout` of the end of
+//!   the head (however it trickles in); a connection with no request in
+//!   flight that sends nothing for `idle_timeout` (a new one included) is
+//!   closed.
 //! - At most `max_connections` are open at once, a number kept below the
 //!   process's file-descriptor limit. When all are taken, the connection that
 //!   has been idle (or stalled in its request head) the longest is closed to
@@ -228,9 +229,14 @@ impl Conn {
                         break;
                     }
                 }
-                // The deadline moved: a request head started.
-                _ = watch.head_started() => {}
+                _ = watch.moved() => {}
                 _ = watch.evicted() => {
+                    if watch.answering() {
+                        // A request began after the choice: answer it, then close.
+                        conn.as_mut().graceful_shutdown();
+                        draining = true;
+                        continue;
+                    }
                     tracing::debug!("closing an idle connection to make room for a new one");
                     break;
                 }

@@ -22,6 +22,10 @@ use tower::Service;
 
 use crate::Limits;
 
+/// How long after the body deadline a trickling body's connection is closed,
+/// so that a body that stopped altogether gets its 400 answer first.
+const BODY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// No request head has started since the connection last went idle.
 const NO_HEAD: u64 = u64::MAX;
 
@@ -32,6 +36,8 @@ pub(crate) struct Watch {
     /// Milliseconds after `epoch` of the first byte of the request head being read.
     head_started: AtomicU64,
     in_flight: AtomicU32,
+    /// Milliseconds after `epoch` when the request in flight finished its head.
+    request_started: AtomicU64,
     /// A request in flight is still receiving its body (its handler may be waiting for it).
     receiving: AtomicBool,
     /// Told to close to make room; not chosen again.
@@ -40,8 +46,9 @@ pub(crate) struct Watch {
     /// Where the connection's place goes when it closes after being evicted:
     /// to the new connection it was evicted for, and to no one else.
     handoff: Mutex<Option<oneshot::Sender<OwnedSemaphorePermit>>>,
-    /// Wakes the connection's task when a request head starts: its deadline moved closer.
-    head: Notify,
+    /// Wakes the connection's task when its deadline moves: a request head
+    /// starts (closer), a request starts or ends.
+    moved_at: Notify,
 }
 
 impl Watch {
@@ -51,11 +58,12 @@ impl Watch {
             last_active: AtomicU64::new(0),
             head_started: AtomicU64::new(NO_HEAD),
             in_flight: AtomicU32::new(0),
+            request_started: AtomicU64::new(0),
             receiving: AtomicBool::new(false),
             evicting: AtomicBool::new(false),
             evict: Notify::new(),
             handoff: Mutex::new(None),
-            head: Notify::new(),
+            moved_at: Notify::new(),
         }
     }
 
@@ -67,10 +75,16 @@ impl Watch {
         self.epoch + std::time::Duration::from_millis(ms)
     }
 
-    /// When the connection must have done something, or None while a request is in flight.
+    /// When the connection must have done something: finished a request head,
+    /// finished a request body (from the end of the head, however it trickles
+    /// in), or sent anything at all; None while a request is being answered.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
+            // A body that stops short is answered by the body's own timeout (a
+            // 400); one that trickles on is cut off here, a moment later.
+            return self.receiving.load(Ordering::Acquire).then(|| {
+                self.at(self.request_started.load(Ordering::Acquire)) + limits.body_read_timeout + BODY_GRACE
+            });
         }
         match self.head_started.load(Ordering::Acquire) {
             NO_HEAD => Some(self.at(self.last_active.load(Ordering::Acquire)) + limits.idle_timeout),
@@ -100,13 +114,21 @@ impl Watch {
                 .compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
-            self.head.notify_one();
+            self.moved_at.notify_one();
         }
     }
 
     fn request_started(&self) {
+        self.request_started.store(self.now_ms(), Ordering::Release);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(NO_HEAD, Ordering::Release);
+        // A body deadline may now apply.
+        self.moved_at.notify_one();
+    }
+
+    /// Whether a request is being answered (its body fully received): it must not be cut off.
+    pub fn answering(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0 && !self.receiving.load(Ordering::Acquire)
     }
 
     fn body_received(&self) {
@@ -118,6 +140,8 @@ impl Watch {
         self.last_active.store(self.now_ms(), Ordering::Release);
         self.head_started.store(NO_HEAD, Ordering::Release);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // The idle deadline applies again.
+        self.moved_at.notify_one();
     }
 
     pub async fn evicted(&self) {
@@ -134,9 +158,9 @@ impl Watch {
         }
     }
 
-    /// Completes when a request head has started since the last call.
-    pub async fn head_started(&self) {
-        self.head.notified().await
+    /// Completes when the deadline has moved since the last call.
+    pub async fn moved(&self) {
+        self.moved_at.notified().await
     }
 }
 

@@ -77,14 +77,14 @@ pub fn panicked(payload: Box<dyn Any + Send + 'static>) -> Response {
     r
 }
 
-/// Any method but POST on the API's path.
-pub async fn method_not_allowed() -> Response {
-    let mut r = ApiError::UnknownOperation(
-        "the License Manager API takes POST / with an X-Amz-Target header; other methods are not allowed".into(),
-    )
+/// A method a path does not take (axum adds the `Allow` header).
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let mut r = ApiError::UnknownOperation(format!(
+        "{method} is not allowed on {}; the License Manager API is POST / with an X-Amz-Target header",
+        uri.path()
+    ))
     .into_response();
     *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r.headers_mut().insert("allow", HeaderValue::from_static("POST"));
     r
 }
 

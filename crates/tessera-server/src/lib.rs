@@ -120,9 +120,15 @@ async fn health() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
-/// Readiness: the store answers a query and has shown no damage.
+/// How long readiness waits for the store, which a probe must not wait on for long.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Readiness: the store answers a query, within [`READY_TIMEOUT`], and has shown no damage.
 async fn ready(State(state): State<SharedState>) -> Response {
-    match state.store.ready().await {
+    let answered = tokio::time::timeout(READY_TIMEOUT, state.store.ready())
+        .await
+        .unwrap_or_else(|_| Err(format!("the store did not answer within {} s", READY_TIMEOUT.as_secs())));
+    match answered {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,

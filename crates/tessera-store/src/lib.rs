@@ -67,11 +67,19 @@ impl StoreError {
                     rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
                 )
             }
-            Self::Database(sqlx::Error::Database(e)) => e.code().is_some_and(|c| {
-                // SQLite's primary codes 11 (CORRUPT) and 26 (NOTADB), with any extension;
-                // PostgreSQL's class XX (internal errors: data or index corrupted).
-                c.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 11 | 26)) || c.starts_with("XX")
-            }),
+            Self::Database(sqlx::Error::Database(e)) => {
+                if let Some(pg) = e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    // data_corrupted, index_corrupted
+                    matches!(pg.code(), "XX001" | "XX002")
+                } else if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // Primary codes 11 (CORRUPT) and 26 (NOTADB), with any extension.
+                    e.code()
+                        .and_then(|c| c.parse::<i32>().ok())
+                        .is_some_and(|n| matches!(n & 0xff, 11 | 26))
+                } else {
+                    false
+                }
+            }
             Self::Corrupt(_) => true,
             _ => false,
         }
@@ -279,7 +287,7 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Finishes the writes already sent, stops the store's threads and closes
-    /// its connections. Calls made afterwards fail as Unavailable.
+    /// its pools. Writes sent afterwards fail.
     async fn close(&self) {}
 
     /// Records that a call failed because the database is damaged (see
@@ -449,6 +457,15 @@ pub(crate) fn database(url: &str) -> Result<Database<'_>> {
     } else {
         Ok(Database::Sqlite(std::path::Path::new(url)))
     }
+}
+
+/// The SQLite file a database URL names; None for PostgreSQL; an error for
+/// a scheme that is neither.
+pub fn sqlite_path(url: &str) -> Result<Option<std::path::PathBuf>> {
+    Ok(match database(url)? {
+        Database::Sqlite(path) => Some(path.to_owned()),
+        Database::Postgres(_) => None,
+    })
 }
 
 /// Opens the store named by a database URL: `sqlite://PATH` (or a plain path),

@@ -95,12 +95,8 @@ impl StoreArgs {
     }
 
     /// The SQLite database file these arguments name, if they name one.
-    pub fn sqlite_path(&self) -> Option<PathBuf> {
-        let url = self.url();
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return None;
-        }
-        Some(PathBuf::from(url.strip_prefix("sqlite://").unwrap_or(&url)))
+    pub fn sqlite_path(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(tessera_store::sqlite_path(&self.url())?)
     }
 }
 
@@ -189,7 +185,7 @@ fn init_tracing() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let _lock = match args.store.sqlite_path() {
+    let _lock = match args.store.sqlite_path()? {
         Some(db) => Some(lock_database(&db, args.shared_sqlite)?),
         None => None,
     };

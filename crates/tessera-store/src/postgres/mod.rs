@@ -1665,7 +1665,10 @@ impl Store for PgStore {
         trial_started_at: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<crate::Trial> {
-        environments::start_trial(&self.pool, account, environment_id, install_id, trial_started_at, now).await
+        retry("start_trial", || {
+            environments::start_trial(&self.pool, account, environment_id, install_id, trial_started_at, now)
+        })
+        .await
     }
 
     async fn tag_resource(&self, arn: &str, tags: &[Tag]) -> Result<()> {

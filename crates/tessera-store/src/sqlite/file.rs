@@ -1,6 +1,6 @@
 //! What a file must be before Tessera writes to it: its own SQLite database,
 //! marked by SQLite's `application_id`, undamaged. A new database is made
-//! under a temporary name and renamed into place once complete, so that a
+//! under a temporary name and linked into place once complete, so that a
 //! `tessera.db` that exists is always a whole Tessera database; an empty file,
 //! another program's database or a damaged one is refused with what was
 //! found and what to do.
@@ -176,13 +176,46 @@ pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Where a new database is made before it is renamed into place.
+/// Where a new database is made before it is linked into place: a name of
+/// this process's own, so that two processes creating at once do not meet.
 pub(crate) fn staging(path: &Path) -> PathBuf {
-    sibling(path, ".new")
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    sibling(path, &format!(".new.{}.{nanos}", std::process::id()))
 }
 
-/// Renames the complete new database at `from` to `path`, durably.
-pub(crate) fn put_in_place(from: &Path, path: &Path) -> Result<()> {
+/// Removes what starts that were killed while making a database left behind
+/// (an hour old or more: a start under way is never that slow).
+pub(crate) fn remove_stale_staging(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.new", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= std::time::Duration::from_secs(3600));
+        if stale && e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Links the complete new database at `from` in as `path`, durably, unless
+/// another process put a database there first (then false, and `from` is
+/// removed): a link never replaces a file, where a rename would.
+pub(crate) fn put_in_place(from: &Path, path: &Path) -> Result<bool> {
     // The staging database was closed with its log folded in; only the file remains.
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(sibling(from, suffix));
@@ -191,11 +224,16 @@ pub(crate) fn put_in_place(from: &Path, path: &Path) -> Result<()> {
     std::fs::File::open(from)
         .and_then(|f| f.sync_all())
         .map_err(|e| io("sync the new database", e))?;
-    std::fs::rename(from, path).map_err(|e| io("put in place the new database", e))?;
+    let placed = match std::fs::hard_link(from, path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(io("put in place the new database", e)),
+    };
+    let _ = std::fs::remove_file(from);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io("sync the directory of", e))?;
     }
-    Ok(())
+    Ok(placed)
 }

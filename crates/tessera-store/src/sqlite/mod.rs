@@ -81,12 +81,17 @@ impl SqliteStore {
                     .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
-        let owned = path.to_owned();
-        let found = tokio::task::spawn_blocking(move || file::inspect(&owned, integrity))
-            .await
-            .map_err(|e| StoreError::Config(format!("checking the database failed: {e}")))??;
-        if found == file::Found::Nothing {
-            create(path).await?;
+        let inspect = |path: &Path| {
+            let owned = path.to_owned();
+            async move {
+                tokio::task::spawn_blocking(move || file::inspect(&owned, integrity))
+                    .await
+                    .map_err(|e| StoreError::Config(format!("checking the database failed: {e}")))?
+            }
+        };
+        if inspect(path).await? == file::Found::Nothing && !create(path).await? {
+            // Another process made the database meanwhile: it is checked like any other.
+            inspect(path).await?;
         }
         let opts = connect_options(path)?;
         let write = SqlitePoolOptions::new()
@@ -117,17 +122,12 @@ impl SqliteStore {
 }
 
 /// Makes a new, marked and migrated database at `path`: complete under a
-/// temporary name first, then renamed into place, so that a crash leaves
-/// either no database or a whole one.
-async fn create(path: &Path) -> Result<()> {
+/// temporary name first, then linked into place, so that a crash leaves
+/// either no database or a whole one. False when another process put one
+/// there first.
+async fn create(path: &Path) -> Result<bool> {
+    file::remove_stale_staging(path);
     let staging = file::staging(path);
-    for leftover in [
-        staging.clone(),
-        file::sibling(&staging, "-wal"),
-        file::sibling(&staging, "-shm"),
-    ] {
-        let _ = std::fs::remove_file(leftover);
-    }
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(connect_options(&staging)?.create_if_missing(true))
@@ -139,9 +139,11 @@ async fn create(path: &Path) -> Result<()> {
     MIGRATOR.run(&pool).await?;
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await?;
     pool.close().await;
-    file::put_in_place(&staging, path)?;
-    tracing::info!(path = %path.display(), "created a new database");
-    Ok(())
+    let placed = file::put_in_place(&staging, path)?;
+    if placed {
+        tracing::info!(path = %path.display(), "created a new database");
+    }
+    Ok(placed)
 }
 
 #[cfg(unix)]
