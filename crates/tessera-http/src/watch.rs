@@ -22,10 +22,6 @@ use tower::Service;
 
 use crate::Limits;
 
-/// How long after the body deadline a trickling body's connection is closed,
-/// so that a body that stopped altogether gets its 400 answer first.
-const BODY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// No request head has started since the connection last went idle.
 const NO_HEAD: u64 = u64::MAX;
 
@@ -42,13 +38,12 @@ pub(crate) struct Watch {
     receiving: AtomicBool,
     /// Told to close to make room; not chosen again.
     evicting: AtomicBool,
-    evict: Notify,
+    /// Told to close, and why (see [`Close`]).
+    close: Notify,
+    close_why: AtomicU32,
     /// Where the connection's place goes when it closes after being evicted:
     /// to the new connection it was evicted for, and to no one else.
     handoff: Mutex<Option<oneshot::Sender<OwnedSemaphorePermit>>>,
-    /// Wakes the connection's task when its deadline moves: a request head
-    /// starts (closer), a request starts or ends.
-    moved_at: Notify,
 }
 
 impl Watch {
@@ -61,9 +56,9 @@ impl Watch {
             request_started: AtomicU64::new(0),
             receiving: AtomicBool::new(false),
             evicting: AtomicBool::new(false),
-            evict: Notify::new(),
+            close: Notify::new(),
+            close_why: AtomicU32::new(0),
             handoff: Mutex::new(None),
-            moved_at: Notify::new(),
         }
     }
 
@@ -80,20 +75,15 @@ impl Watch {
     /// in), or sent anything at all; None while a request is being answered.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            // A body that stops short is answered by the body's own timeout (a
-            // 400); one that trickles on is cut off here, a moment later.
-            return self.receiving.load(Ordering::Acquire).then(|| {
-                self.at(self.request_started.load(Ordering::Acquire)) + limits.body_read_timeout + BODY_GRACE
-            });
+            return self
+                .receiving
+                .load(Ordering::Acquire)
+                .then(|| self.at(self.request_started.load(Ordering::Acquire)) + limits.body_read_timeout);
         }
         match self.head_started.load(Ordering::Acquire) {
             NO_HEAD => Some(self.at(self.last_active.load(Ordering::Acquire)) + limits.idle_timeout),
             started => Some(self.at(started) + limits.header_read_timeout),
         }
-    }
-
-    pub fn expired(&self, limits: &Limits) -> bool {
-        self.deadline(limits).is_some_and(|d| d <= Instant::now())
     }
 
     /// Since when the connection may be closed to make room, if it may: it has
@@ -108,13 +98,10 @@ impl Watch {
     fn received(&self) {
         let now = self.now_ms();
         self.last_active.store(now, Ordering::Release);
-        if self.in_flight.load(Ordering::Acquire) == 0
-            && self
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let _ = self
                 .head_started
-                .compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            self.moved_at.notify_one();
+                .compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
@@ -122,8 +109,6 @@ impl Watch {
         self.request_started.store(self.now_ms(), Ordering::Release);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(NO_HEAD, Ordering::Release);
-        // A body deadline may now apply.
-        self.moved_at.notify_one();
     }
 
     /// Whether a request is being answered (its body fully received): it must not be cut off.
@@ -140,12 +125,20 @@ impl Watch {
         self.last_active.store(self.now_ms(), Ordering::Release);
         self.head_started.store(NO_HEAD, Ordering::Release);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        // The idle deadline applies again.
-        self.moved_at.notify_one();
     }
 
-    pub async fn evicted(&self) {
-        self.evict.notified().await
+    /// Completes when the connection is told to close; says why.
+    pub async fn closing(&self) -> Close {
+        self.close.notified().await;
+        match self.close_why.load(Ordering::Acquire) {
+            1 => Close::Evicted,
+            _ => Close::Overstayed,
+        }
+    }
+
+    fn tell(&self, why: Close) {
+        self.close_why.store(why as u32, Ordering::Release);
+        self.close.notify_one();
     }
 
     /// Gives the connection's place to the one it was evicted for, if it was;
@@ -157,14 +150,18 @@ impl Watch {
             let _ = to.send(permit);
         }
     }
-
-    /// Completes when the deadline has moved since the last call.
-    pub async fn moved(&self) {
-        self.moved_at.notified().await
-    }
 }
 
-/// The open connections, for eviction.
+/// Why a connection is told to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Close {
+    /// Past its header-read, body-read or idle deadline.
+    Overstayed = 2,
+    /// Its place is given to a new connection.
+    Evicted = 1,
+}
+
+/// The open connections, for eviction and timeouts.
 #[derive(Default)]
 pub(crate) struct Registry {
     next: AtomicU64,
@@ -201,8 +198,19 @@ impl Registry {
         let (tx, rx) = oneshot::channel();
         *w.handoff.lock().ok()? = Some(tx);
         w.evicting.store(true, Ordering::Release);
-        w.evict.notify_one();
+        w.tell(Close::Evicted);
         Some(rx)
+    }
+
+    /// Tells every connection past a deadline to close.
+    pub fn close_expired(&self, limits: &Limits) {
+        let Ok(open) = self.open.lock() else { return };
+        let now = Instant::now();
+        for w in open.values() {
+            if w.deadline(limits).is_some_and(|d| d <= now) {
+                w.tell(Close::Overstayed);
+            }
+        }
     }
 }
 
