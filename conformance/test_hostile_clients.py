@@ -241,6 +241,8 @@ def test_sigterm_answers_what_is_in_flight_and_exits_despite_stalled_clients(mak
 def test_sigterm_exits_by_the_drain_deadline_when_a_request_never_ends(make_server):
     server = make_server(extra_args=["--drain-timeout", "1", "--body-read-timeout", "60", "--idle-timeout", "60"])
     stalled = [_stalled(server, "half-body") for _ in range(3)]
+    # Let the server read their heads: requests in flight, not idle connections.
+    time.sleep(0.5)
     start = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     code = server.proc.wait(timeout=20)
