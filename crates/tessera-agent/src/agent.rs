@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 
 use crate::api::{codes, ErrorBody, Instance, InstanceList, Settings};
 use crate::clock::{AgentClock, TimeGuard};
-use crate::license::{self, KeyRejection, LicenseView};
+use crate::license::{self, KeyRejection, LicenseState, LicenseView};
 use crate::state::{
     create_data_dir, new_install_id, write_atomic, ActiveKey, CheckOutcome, CheckResult, KeySource, State, StateFile,
 };
@@ -50,6 +50,42 @@ pub(crate) struct Agent {
     inner: Mutex<Inner>,
     /// Held for the agent's life: one agent per data directory.
     _lock: tessera_datadir::DirLock,
+}
+
+/// `GET /readyz`.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Readiness {
+    status: &'static str,
+    pub ready: bool,
+    reasons: Vec<String>,
+    state_writable: bool,
+    license: ReadyLicense,
+    last_bucket_read: Option<crate::state::CheckResult>,
+    last_server_read: Option<crate::state::CheckResult>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadyLicense {
+    state: LicenseState,
+    valid: bool,
+    expires_at: String,
+}
+
+/// Whether a file can be made in `dir` now (the state file is replaced by
+/// one made beside it): a full or read-only disk says no.
+fn probe_writable(dir: &Path) -> Result<(), String> {
+    use std::io::Write;
+    let probe = dir.join(".ready-probe");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .and_then(|mut f| f.write_all(b"ready\n"));
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| e.to_string())
 }
 
 /// What became of a product key offered to the agent.
@@ -231,6 +267,56 @@ impl Agent {
             last_bucket_check: state.last_bucket_check.clone(),
             last_server_check: state.last_server_check.clone(),
         }
+    }
+
+    /// What `GET /readyz` answers: ready when the state file can be written.
+    pub async fn readiness(&self) -> Readiness {
+        let dir = self.config.data_dir.clone();
+        let writable = tokio::task::spawn_blocking(move || probe_writable(&dir))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        let mut inner = self.inner.lock().await;
+        let now = self.now(&mut inner);
+        let view = LicenseView::of(&inner.state, now);
+        let mut reasons = Vec::new();
+        if let Err(e) = &writable {
+            reasons.push(format!(
+                "the state file in {} cannot be written: {e}",
+                self.config.data_dir.display()
+            ));
+        }
+        Readiness {
+            status: if reasons.is_empty() { "ready" } else { "not ready" },
+            ready: reasons.is_empty(),
+            reasons,
+            state_writable: writable.is_ok(),
+            license: ReadyLicense {
+                state: view.state,
+                valid: !view.expired(),
+                expires_at: timefmt::format(view.expires_at),
+            },
+            last_bucket_read: inner.state.last_bucket_check.clone(),
+            last_server_read: inner.state.last_server_check.clone(),
+        }
+    }
+
+    /// Sets the gauges `GET /metrics` shows from the state now.
+    pub async fn set_gauges(&self) {
+        use tessera_observe::metrics as m;
+        let mut inner = self.inner.lock().await;
+        let now = self.now(&mut inner);
+        let view = LicenseView::of(&inner.state, now);
+        let reserved = inner.state.aku_in_use();
+        metrics::gauge!(m::AGENT_AKU_ALLOWED).set(view.aku_allocated as f64);
+        metrics::gauge!(m::AGENT_AKU_RESERVED).set(reserved as f64);
+        metrics::gauge!(m::AGENT_AKU_AVAILABLE).set(view.aku_allocated.saturating_sub(reserved).max(0) as f64);
+        metrics::gauge!(m::AGENT_INSTANCES).set(inner.state.instances.len() as f64);
+        for s in [LicenseState::Trial, LicenseState::Active, LicenseState::Expired] {
+            let on = if s == view.state { 1.0 } else { 0.0 };
+            metrics::gauge!(m::AGENT_LICENSE_STATE, "state" => s.as_str()).set(on);
+        }
+        metrics::gauge!(m::AGENT_LICENSE_EXPIRY).set((view.expires_at - now).as_seconds_f64());
+        metrics::gauge!(m::AGENT_TRIAL).set(if view.key.is_none() { 1.0 } else { 0.0 });
     }
 
     /// Whether a new install still has to look for an earlier one in `source`.

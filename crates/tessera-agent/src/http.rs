@@ -38,12 +38,73 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         )
         .route("/_tessera/test/clock", post(test_clock))
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(agent.clone(), authenticate))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn(access))
         .with_state(agent)
+}
+
+/// The error code an answer carries, for its access line.
+#[derive(Clone, Copy)]
+struct Answered(&'static str);
+
+/// Probes and scrapes: their access lines are at debug.
+const QUIET: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// Gives the request an ID (`x-request-id` on the answer) and writes its access line.
+async fn access(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let path = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| req.uri().path().to_owned());
+    let operation = label(req.method().as_str(), &path);
+    let quiet = QUIET.contains(&path.as_str());
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut response = next.run(req).await;
+    let outcome = tessera_observe::Outcome {
+        operation,
+        error: response.extensions().get::<Answered>().map(|a| a.0),
+        quiet,
+        ..Default::default()
+    };
+    tessera_observe::access::record(&id, &outcome, response.status().as_u16(), started.elapsed());
+    if let Ok(v) = header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// The operation a request calls, as the access line and the metrics name
+/// it (`METHOD route`), from a fixed list; `other` for anything else.
+fn label(method: &str, path: &str) -> &'static str {
+    macro_rules! labels {
+        ($(($m:literal, $p:literal)),* $(,)?) => {
+            match (method, path) {
+                $(($m, $p) => concat!($m, " ", $p),)*
+                _ => "other",
+            }
+        };
+    }
+    labels!(
+        ("GET", "/v1/settings"),
+        ("POST", "/v1/license"),
+        ("GET", "/v1/instances"),
+        ("POST", "/v1/instances"),
+        ("GET", "/v1/instances/{id}"),
+        ("PATCH", "/v1/instances/{id}"),
+        ("DELETE", "/v1/instances/{id}"),
+        ("POST", "/_tessera/test/clock"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+    )
 }
 
 /// A handler's panic: logged, and answered as any internal error.
@@ -63,28 +124,60 @@ fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 impl IntoResponse for OpError {
     fn into_response(self) -> Response {
-        let (status, body) = match self {
-            OpError::Invalid(m) => (StatusCode::BAD_REQUEST, ErrorBody::new(codes::INVALID_PARAMETER, m)),
+        let (status, code, body) = match self {
+            OpError::Invalid(m) => (
+                StatusCode::BAD_REQUEST,
+                codes::INVALID_PARAMETER,
+                ErrorBody::new(codes::INVALID_PARAMETER, m),
+            ),
             OpError::NotFound(id) => (
                 StatusCode::NOT_FOUND,
+                codes::INSTANCE_NOT_FOUND,
                 ErrorBody::new(
                     codes::INSTANCE_NOT_FOUND,
                     format!("instance {id} has no reservation in this environment"),
                 ),
             ),
-            OpError::Exists(m) => (StatusCode::CONFLICT, ErrorBody::new(codes::INSTANCE_EXISTS, m)),
-            OpError::NoCapacity(body) => (StatusCode::FORBIDDEN, *body),
-            OpError::InvalidKey(r) => (
-                StatusCode::BAD_REQUEST,
-                ErrorBody {
-                    reason: Some(r.reason.as_str().to_owned()),
-                    ..ErrorBody::new(codes::INVALID_PRODUCT_KEY, r.message)
-                },
+            OpError::Exists(m) => (
+                StatusCode::CONFLICT,
+                codes::INSTANCE_EXISTS,
+                ErrorBody::new(codes::INSTANCE_EXISTS, m),
             ),
+            OpError::NoCapacity(body) => {
+                metrics::counter!(tessera_observe::metrics::AGENT_RESERVATIONS_REFUSED).increment(1);
+                tracing::warn!(
+                    requested = body.requested,
+                    reserved = body.used,
+                    allowed = body.allowed,
+                    license_state = ?body.license_state,
+                    "refused an AKU reservation: {}",
+                    body.message
+                );
+                (StatusCode::FORBIDDEN, codes::NO_AVAILABLE_SUBSCRIPTION, *body)
+            }
+            OpError::InvalidKey(r) => {
+                tracing::warn!(
+                    reason = r.reason.as_str(),
+                    "refused a product key offered through the API: {}; the license in force stays",
+                    r.message
+                );
+                (
+                    StatusCode::BAD_REQUEST,
+                    codes::INVALID_PRODUCT_KEY,
+                    ErrorBody {
+                        reason: Some(r.reason.as_str().to_owned()),
+                        ..ErrorBody::new(codes::INVALID_PRODUCT_KEY, r.message)
+                    },
+                )
+            }
             OpError::Internal(e) => {
-                tracing::error!(error = %e, "request failed");
+                let cause = tessera_observe::error_chain(&e);
+                if let Some(repeated) = tessera_observe::throttle::admit(&cause) {
+                    tracing::error!(error = %cause, repeated, "request failed");
+                }
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
+                    codes::INTERNAL,
                     ErrorBody::new(
                         codes::INTERNAL,
                         "the agent could not save its state; nothing was changed. See the agent's log",
@@ -92,12 +185,16 @@ impl IntoResponse for OpError {
                 )
             }
         };
-        (status, Json(body)).into_response()
+        let mut r = (status, Json(body)).into_response();
+        r.extensions_mut().insert(Answered(code));
+        r
     }
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(ErrorBody::new(code, message))).into_response()
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    let mut r = (status, Json(ErrorBody::new(code, message))).into_response();
+    r.extensions_mut().insert(Answered(code));
+    r
 }
 
 /// Requires `Authorization: Bearer <api-token>` when the agent listens beyond loopback.
@@ -251,6 +348,27 @@ async fn test_clock(State(agent): Shared, body: Result<Bytes, BytesRejection>) -
 
 async fn health() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Readiness: the agent can serve when it can save its state. The body also
+/// says whether it holds a valid license and when it last read its ops
+/// bucket and the server (an expired license is a fact to alert on, not a
+/// reason to stop answering: the product still needs the refusals).
+async fn ready(State(agent): Shared) -> Response {
+    let r = agent.readiness().await;
+    let status = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(r)).into_response()
+}
+
+/// `GET /metrics`: the Prometheus text format, with the license and AKU read now.
+async fn metrics(State(agent): Shared) -> Response {
+    agent.set_gauges().await;
+    use tessera_observe::metrics as m;
+    ([(header::CONTENT_TYPE, m::CONTENT_TYPE)], m::render()).into_response()
 }
 
 async fn not_found() -> Response {

@@ -19,6 +19,17 @@ pub enum LicenseState {
     Expired,
 }
 
+impl LicenseState {
+    /// As the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trial => "TRIAL",
+            Self::Active => "ACTIVE",
+            Self::Expired => "EXPIRED",
+        }
+    }
+}
+
 /// The license in force at one instant.
 #[derive(Debug, Clone)]
 pub struct LicenseView {

@@ -93,7 +93,22 @@ async fn check_bucket(agent: &Agent, bucket: &OpsBucket) {
         ),
         Ok(Some(bytes)) => offer(agent, KeySource::OpsBucket, &String::from_utf8_lossy(&bytes)).await,
     };
+    count_poll("bucket", outcome);
     agent.record_check(KeySource::OpsBucket, outcome, detail).await;
+}
+
+/// Counts a look at the ops bucket or the server, and when it last succeeded.
+fn count_poll(source: &'static str, outcome: CheckOutcome) {
+    use tessera_observe::metrics as m;
+    let ok = outcome != CheckOutcome::Failed;
+    metrics::counter!(m::AGENT_POLLS, "source" => source, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+    if ok {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        metrics::gauge!(m::AGENT_LAST_POLL_SUCCESS, "source" => source).set(now);
+    }
 }
 
 async fn check_server(agent: &Agent, client: &Client) {
@@ -133,6 +148,7 @@ async fn check_server(agent: &Agent, client: &Client) {
             detail.push_str(&format!("; ReportEnvironmentUsage failed: {e}"));
         }
     }
+    count_poll("server", outcome);
     agent.record_check(KeySource::Server, outcome, detail).await;
 }
 

@@ -35,14 +35,21 @@ pub enum ClientError {
     /// The server answered with an AWS error (`__type` + `Message`).
     #[error("{kind} (HTTP {status}): {message}")]
     Api { kind: String, message: String, status: u16 },
-    #[error("request failed: {0}")]
-    Transport(#[from] reqwest::Error),
+    /// With its causes: reqwest's own message leaves out "connection refused".
+    #[error("request failed: {}", tessera_observe::error_chain(.0))]
+    Transport(reqwest::Error),
     #[error("the server's answer is not JSON: {0}")]
     Decode(String),
     #[error("connection failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("the server's answer is not valid HTTP/1.1: {0}")]
     Protocol(String),
+}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Transport(e)
+    }
 }
 
 impl ClientError {

@@ -149,7 +149,11 @@ pub async fn serve(
                     continue;
                 };
                 let Some(place) = registry.evict_idlest() else {
-                    tracing::warn!(%peer, max_connections = cap, "connection refused: every connection has a request in flight");
+                    metrics::counter!(tessera_observe::metrics::CONNECTIONS_REFUSED).increment(1);
+                    const FULL: &str = "connection refused: every connection has a request in flight";
+                    if let Some(repeated) = tessera_observe::throttle::admit(FULL) {
+                        tracing::warn!(%peer, max_connections = cap, repeated, "{FULL}");
+                    }
                     drop(stream);
                     continue;
                 };
@@ -211,6 +215,8 @@ impl Conn {
     async fn run(mut self, stream: TcpStream, permit: OwnedSemaphorePermit) {
         let watch = Arc::new(Watch::new());
         let id = self.registry.add(watch.clone());
+        let open = metrics::gauge!(tessera_observe::metrics::CONNECTIONS_OPEN);
+        open.increment(1.0);
         let service = watch::track(self.router, watch.clone());
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -253,6 +259,7 @@ impl Conn {
             }
         }
         self.registry.remove(id);
+        open.decrement(1.0);
         watch.hand_over(permit);
     }
 }

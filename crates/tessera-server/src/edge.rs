@@ -1,6 +1,7 @@
 //! What every request passes before an operation: a request ID (sent back as
 //! `x-amzn-RequestId` on every answer), limits on the request head, refusals
-//! of what is not an API call, and a panic turned into a 500 in the AWS shape.
+//! of what is not an API call, a panic turned into a 500 in the AWS shape,
+//! and after it the request's access line and metrics.
 
 use std::any::Any;
 
@@ -11,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::error::ApiError;
+use crate::error::{Answered, ApiError};
+use tessera_observe::Outcome;
 
 /// Requests larger than this are refused before they are read.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -36,8 +38,11 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 struct Panicked(String);
 
-/// Gives the request its ID, refuses oversized heads, and logs a panic with the ID.
+/// Gives the request its ID, refuses oversized heads, logs a panic with the
+/// ID, and writes the request's access line.
 pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let path_label = path_label(req.method(), req.uri().path());
     let id = uuid::Uuid::new_v4().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
     let headers = req.headers();
@@ -55,10 +60,40 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     if let Some(Panicked(why)) = response.extensions().get::<Panicked>() {
         tracing::error!(request_id = %id, panic = %why, "a request handler panicked; the request was answered with a 500");
     }
+    // The operation's own outcome, or one read off the answer.
+    let outcome = response
+        .extensions_mut()
+        .remove::<Outcome>()
+        .unwrap_or_else(|| Outcome {
+            operation: path_label.0,
+            error: response.extensions().get::<Answered>().map(|a| a.0),
+            quiet: path_label.1,
+            ..Outcome::default()
+        });
+    tessera_observe::access::record(&id, &outcome, response.status().as_u16(), started.elapsed());
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-amzn-requestid", v);
     }
     response
+}
+
+/// The access line's operation for a request that is not an API call, and
+/// whether it is a probe or a scrape (logged at debug).
+fn path_label(method: &axum::http::Method, path: &str) -> (&'static str, bool) {
+    if method != axum::http::Method::GET {
+        return if path == "/" {
+            ("unknown", false)
+        } else {
+            ("other", false)
+        };
+    }
+    match path {
+        "/healthz" => ("GET /healthz", true),
+        "/readyz" => ("GET /readyz", true),
+        "/metrics" => ("GET /metrics", true),
+        "/.well-known/jwks.json" => ("GET /.well-known/jwks.json", false),
+        _ => ("other", false),
+    }
 }
 
 /// The answer to a handler that panicked: the request's outcome is unknown to the client, as with any 500.

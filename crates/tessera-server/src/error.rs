@@ -44,6 +44,9 @@ pub enum ApiError {
     /// log and the readiness check, never for the client.
     #[error("An internal error occurred; the request was not applied. Retry it later.")]
     StoreDamaged(String),
+    /// Any other store failure; the detail is for the log only.
+    #[error("An internal error occurred; the request was not applied. Retry it.")]
+    Unexpected(String),
 }
 
 impl ApiError {
@@ -64,14 +67,22 @@ impl ApiError {
             Self::IncompleteSignature(_) => "IncompleteSignatureException",
             Self::InvalidSignature(_) => "InvalidSignatureException",
             Self::UnrecognizedClient(_) => "UnrecognizedClientException",
-            Self::Internal(_) | Self::StoreDamaged(_) => "ServerInternalException",
+            Self::Internal(_) | Self::StoreDamaged(_) | Self::Unexpected(_) => "ServerInternalException",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Internal(_) | Self::StoreDamaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::StoreDamaged(_) | Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// For an answer of 500: what really went wrong, for the log (never sent).
+    pub fn cause(&self) -> Option<&str> {
+        match self {
+            Self::Internal(m) | Self::StoreDamaged(m) | Self::Unexpected(m) => Some(m),
+            _ => None,
         }
     }
 }
@@ -94,11 +105,8 @@ impl From<StoreError> for ApiError {
             StoreError::LimitExceeded(m) => Self::ResourceLimitExceeded(m),
             StoreError::UnknownKey(m) => Self::UnrecognizedClient(m),
             other if other.is_damage() => Self::StoreDamaged(other.to_string()),
-            other => {
-                // Details stay in the log; the client gets a generic message.
-                tracing::error!(error = %other, "store failure");
-                Self::Internal("An internal error occurred; the request was not applied. Retry it.".into())
-            }
+            // Details stay in the log (the request's cause line); the client gets a generic message.
+            other => Self::Unexpected(other.to_string()),
         }
     }
 }
@@ -111,8 +119,13 @@ impl IntoResponse for ApiError {
         let h = resp.headers_mut();
         h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
         h.insert("x-amzn-errortype", HeaderValue::from_static(name));
+        resp.extensions_mut().insert(Answered(name));
         resp
     }
 }
+
+/// The exception an answer carries, for its access line.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered(pub &'static str);
 
 pub type ApiResult<T> = Result<T, ApiError>;

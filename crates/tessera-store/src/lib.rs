@@ -269,6 +269,39 @@ pub struct EntitlementUsage {
     pub max_count: Option<i64>,
 }
 
+/// How many connections a pool holds open and how many of them are busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// A fixed name: `read`, `write`, `main`, `keys`.
+    pub pool: &'static str,
+    pub open: u32,
+    pub in_use: u32,
+}
+
+/// Checks that every migration `migrator` knows has been applied: a database
+/// migrated by a newer build, or half-migrated, is named, not served.
+pub(crate) fn check_migrations(
+    migrator: &sqlx::migrate::Migrator,
+    applied: Option<i64>,
+) -> std::result::Result<(), String> {
+    let latest = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied.unwrap_or(0) {
+        v if v == latest => Ok(()),
+        v if v > latest => Err(format!(
+            "the database was migrated to version {v} by a newer Tessera; this build knows up to {latest}"
+        )),
+        v => Err(format!(
+            "the database's migrations stop at version {v}; this build needs {latest}"
+        )),
+    }
+}
+
+/// The newest migration applied successfully, as both engines record it.
+pub(crate) const APPLIED_MIGRATION: &str = "SELECT max(version) FROM _sqlx_migrations WHERE success";
+
+/// The consumptions that hold units, as both engines store them.
+pub(crate) const LIVE_CONSUMPTIONS: &str = "SELECT count(*) FROM consumptions WHERE status = 'ACTIVE'";
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // Accounts and access keys.
@@ -295,9 +328,18 @@ pub trait Store: Send + Sync + 'static {
     /// reported by [`Store::ready`] from then on.
     fn report_damage(&self, _detail: &str) {}
 
-    /// Whether the store can serve: it answers a query and no damage was seen.
+    /// Whether the store can serve: it answers a query, every migration this
+    /// build knows is applied, its writer threads run, and no damage was seen.
     async fn ready(&self) -> std::result::Result<(), String> {
         Ok(())
+    }
+
+    /// Consumptions not yet checked in or expired, across every license.
+    async fn live_consumptions(&self) -> Result<i64>;
+
+    /// The store's connection pools, for metrics.
+    fn pools(&self) -> Vec<PoolStats> {
+        Vec::new()
     }
 
     // Issuer signing keys.

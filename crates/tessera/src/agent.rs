@@ -204,6 +204,7 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
+    tessera_observe::metrics::install();
     tessera_agent::serve(config, listener, crate::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

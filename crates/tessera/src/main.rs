@@ -30,6 +30,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text (colour only on a terminal) or as JSON objects, one per line.
+    #[arg(long, global = true, env = "TESSERA_LOG_FORMAT", default_value = "text",
+          value_parser = clap::builder::PossibleValuesParser::new(["text", "json"]))]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -175,20 +179,12 @@ struct ServeArgs {
     test_clock: bool,
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _lock = match args.store.sqlite_path()? {
         Some(db) => Some(lock_database(&db, args.shared_sqlite)?),
         None => None,
     };
+    tessera_observe::metrics::install();
     let store = args.store.open_checked(!args.skip_integrity_check).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -198,6 +194,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("the test clock is enabled: POST /_tessera/test/clock can move time forward");
     }
     let state = AppState::new(store, Arc::new(ServerClock::default()), args.test_clock);
+    let startup_check = match (args.store.sqlite_path()?, args.skip_integrity_check) {
+        (None, _) => "PostgreSQL: checked by its server",
+        (Some(_), false) => "passed (PRAGMA quick_check)",
+        (Some(_), true) => "skipped (--skip-integrity-check)",
+    };
+    let _ = state.health.startup_check.set(startup_check.into());
     let limits = args.http.limits();
     tracing::info!(
         %addr,
@@ -259,8 +261,8 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    tessera_observe::logging::init(cli.log_format.parse().unwrap_or_default());
     let result = match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Account(c) => admin::account(c).await,

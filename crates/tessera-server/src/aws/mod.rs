@@ -26,6 +26,7 @@ use tracing::Instrument;
 use crate::edge::RequestId;
 use crate::error::{ApiError, ApiResult};
 use crate::SharedState;
+use tessera_observe::Outcome;
 
 pub use operation::Operation;
 
@@ -61,6 +62,8 @@ pub async fn handle(
     // At debug level: a span costs a formatted copy of its fields on every
     // request even when nothing is logged in it. Failures name the request themselves.
     let span = tracing::debug_span!("request", id = %request_id, target = %target, account = tracing::field::Empty);
+    // Who called, once authenticated: for the access line.
+    let caller_account = std::sync::OnceLock::<String>::new();
     let result = async {
         let body = body.map_err(|e| ApiError::Serialization(format!("the request body could not be read: {e}")))?;
         // A workload exchanges its refresh token for an access token without
@@ -90,6 +93,7 @@ pub async fn handle(
         )
         .await?;
         tracing::Span::current().record("account", caller.account.as_str());
+        let _ = caller_account.set(caller.account.as_str().to_owned());
         if let Some(name) = target.strip_prefix(crate::native::TARGET_PREFIX) {
             if caller.license.is_some() {
                 return Err(ApiError::AccessDenied(format!(
@@ -122,24 +126,57 @@ pub async fn handle(
     }
     .instrument(span.clone())
     .await;
-    match result {
+    let operation = operation_label(&target);
+    let mut outcome = Outcome {
+        operation,
+        error: None,
+        account_id: None,
+        access_key_id: access_key_id(&headers),
+        quiet: false,
+    };
+    outcome.account_id = caller_account.into_inner();
+    if matches!(operation, "CheckoutLicense" | "CheckoutBorrowLicense") {
+        let (result, reason) = match &result {
+            Ok(_) => ("granted", "none"),
+            Err(e) => ("refused", e.name()),
+        };
+        metrics::counter!(tessera_observe::metrics::CHECKOUTS, "result" => result, "reason" => reason).increment(1);
+    }
+    let mut response = match result {
         Ok(text) => ([("content-type", "application/x-amz-json-1.1")], text).into_response(),
         Err(e) => {
             if let ApiError::StoreDamaged(detail) = &e {
                 state.store.report_damage(detail);
             }
-            span.in_scope(|| match &e {
-                ApiError::Internal(_) => {
-                    tracing::error!(request_id = %request_id, target = %target, error = %e, kind = e.name(), "request failed")
-                }
-                ApiError::StoreDamaged(detail) => {
-                    tracing::error!(request_id = %request_id, target = %target, error = %detail, kind = e.name(), "request failed")
-                }
-                _ => tracing::debug!(kind = e.name(), "request refused"),
-            });
+            if let Some(cause) = e.cause() {
+                tessera_observe::throttle::failure(&request_id, operation, cause);
+            }
+            outcome.error = Some(e.name());
             e.into_response()
         }
+    };
+    response.extensions_mut().insert(outcome);
+    response
+}
+
+/// The operation `target` names, from the fixed list (a label and a log field), or `unknown`.
+fn operation_label(target: &str) -> &'static str {
+    if let Some(op) = target.strip_prefix(TARGET_PREFIX).and_then(Operation::parse) {
+        return op.name();
     }
+    target
+        .strip_prefix(crate::native::TARGET_PREFIX)
+        .and_then(|name| crate::native::OPERATIONS.iter().find(|o| **o == name))
+        .copied()
+        .unwrap_or("unknown")
+}
+
+/// The access key ID a SigV4 request names (`Credential=<id>/...`), for the access line.
+fn access_key_id(headers: &HeaderMap) -> Option<String> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let rest = &auth[auth.find("Credential=")? + "Credential=".len()..];
+    let id = rest.split(['/', ',', ' ']).next()?;
+    (!id.is_empty()).then(|| id.chars().take(128).collect())
 }
 
 /// Reads an operation's input straight from the body into its shape: an

@@ -15,6 +15,19 @@ use crate::SharedState;
 
 pub const TARGET_PREFIX: &str = "Tessera.";
 
+/// Every native operation's name.
+pub const OPERATIONS: &[&str] = &[
+    "RegisterEnvironment",
+    "ListEnvironments",
+    "GetEnvironment",
+    "AllocateEnvironment",
+    "IssueProductKey",
+    "PublishProductKey",
+    "GetEnvironmentLicense",
+    "ReportEnvironmentUsage",
+    "StartTrial",
+];
+
 pub async fn dispatch(state: &SharedState, caller: &Caller, op: &str, input: Value) -> ApiResult<Value> {
     let account = &caller.account;
     match op {

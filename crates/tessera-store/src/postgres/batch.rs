@@ -328,7 +328,11 @@ async fn finish(mut tx: Transaction<'_, Postgres>, batch: &mut Batch) -> Result<
         }
     };
     batch.committing = true;
+    let started = std::time::Instant::now();
     let committed = tx.commit().await;
+    metrics::histogram!(tessera_observe::metrics::COMMIT_DURATION, "phase" => "commit")
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!(tessera_observe::metrics::COMMIT_BATCH_SIZE).record(batch.jobs.len() as f64);
     match committed {
         Ok(()) => batch.answer(answers),
         Err(sqlx::Error::Database(e)) => {

@@ -1281,11 +1281,26 @@ impl Store for PgStore {
     }
 
     async fn ready(&self) -> std::result::Result<(), String> {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations")
+        let applied = sqlx::query_scalar::<_, Option<i64>>(crate::APPLIED_MIGRATION)
             .fetch_one(&self.pool)
             .await
-            .map(drop)
-            .map_err(|e| format!("PostgreSQL does not answer: {e}"))
+            .map_err(|e| format!("PostgreSQL does not answer: {e}"))?;
+        crate::check_migrations(&MIGRATOR, applied)
+    }
+
+    async fn live_consumptions(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar::<_, i64>(crate::LIVE_CONSUMPTIONS)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    fn pools(&self) -> Vec<crate::PoolStats> {
+        let p = &self.pool;
+        vec![crate::PoolStats {
+            pool: "main",
+            open: p.size(),
+            in_use: p.size().saturating_sub(u32::try_from(p.num_idle()).unwrap_or(u32::MAX)),
+        }]
     }
 
     #[tracing::instrument(skip(self))]

@@ -32,6 +32,7 @@ use std::sync::{mpsc, Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use tessera_observe::metrics::{COMMIT_BATCH_SIZE, COMMIT_DURATION};
 use time::OffsetDateTime;
 use tokio::sync::{oneshot, Mutex};
 
@@ -249,6 +250,24 @@ impl Hot {
             path: path.to_owned(),
             readers: StdMutex::new(Vec::new()),
         })
+    }
+
+    /// Whether the writer, sync and checkpoint threads are all running.
+    pub(super) fn running(&self) -> std::result::Result<(), String> {
+        let threads = self
+            .threads
+            .lock()
+            .map_err(|_| "the database threads' list is poisoned".to_owned())?;
+        if threads.is_empty() {
+            return Err("the database writer has been stopped".into());
+        }
+        match threads.iter().find(|t| t.is_finished()) {
+            Some(t) => Err(format!(
+                "the database's {} thread has stopped",
+                t.thread().name().unwrap_or("writer")
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Stops the threads once what was sent before is committed and flushed,
@@ -497,7 +516,11 @@ fn writer(mut ctx: Ctx, rx: mpsc::Receiver<Job>, gate: Arc<Mutex<()>>, log: Log)
             }
             continue;
         }
-        match commit(&mut ctx) {
+        let started = std::time::Instant::now();
+        let committed = commit(&mut ctx);
+        metrics::histogram!(COMMIT_DURATION, "phase" => "commit").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(COMMIT_BATCH_SIZE).record(done.len() as f64);
+        match committed {
             Ok(()) => log.hand_over(std::mem::take(&mut done)),
             Err(e) => {
                 tracing::error!(error = %e, "a write transaction did not commit");
@@ -583,7 +606,10 @@ fn syncer(wal: PathBuf, rx: mpsc::Receiver<Committed>, flushes: Arc<Flushes>, wr
             batches.push(more);
         }
         received += batches.len() as u64;
-        let failed = match file.sync() {
+        let started = std::time::Instant::now();
+        let synced = file.sync();
+        metrics::histogram!(COMMIT_DURATION, "phase" => "flush").record(started.elapsed().as_secs_f64());
+        let failed = match synced {
             Ok(()) => None,
             Err(e) => {
                 tracing::error!(error = %e, "flushing the write-ahead log failed");

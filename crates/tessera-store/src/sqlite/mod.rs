@@ -322,11 +322,12 @@ impl Store for SqliteStore {
         if let Some(d) = self.damage.lock().ok().and_then(|d| d.clone()) {
             return Err(format!("the database {} is damaged: {d}", self.path.display()));
         }
-        match sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations")
+        self.hot.running()?;
+        match sqlx::query_scalar::<_, Option<i64>>(crate::APPLIED_MIGRATION)
             .fetch_one(&self.read)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(applied) => crate::check_migrations(&MIGRATOR, applied),
             Err(e) => {
                 let e = StoreError::from(e);
                 if e.is_damage() {
@@ -335,6 +336,21 @@ impl Store for SqliteStore {
                 Err(format!("the database {} does not answer: {e}", self.path.display()))
             }
         }
+    }
+
+    async fn live_consumptions(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar::<_, i64>(crate::LIVE_CONSUMPTIONS)
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    fn pools(&self) -> Vec<crate::PoolStats> {
+        let stats = |pool: &'static str, p: &SqlitePool| crate::PoolStats {
+            pool,
+            open: p.size(),
+            in_use: p.size().saturating_sub(u32::try_from(p.num_idle()).unwrap_or(u32::MAX)),
+        };
+        vec![stats("read", &self.read), stats("write", &self.write)]
     }
 
     async fn close(&self) {
