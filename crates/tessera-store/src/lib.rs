@@ -20,7 +20,7 @@ use tessera_core::license::{CheckoutType, License, LicenseBody, LicenseStatus, M
 use tessera_core::{AccountId, LicenseArn};
 
 pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{backup, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -2,8 +2,10 @@
 
 mod admin;
 mod agent;
+mod backup;
 mod bench;
 mod env;
+mod out;
 mod profile;
 mod verify;
 
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use tessera_server::{AppState, ServerClock};
 use tessera_store::Store;
 
@@ -60,6 +62,10 @@ enum Command {
     ProductKey(env::ProductKeyCommand),
     /// Customer side of BYOC: the environment agent and its commands.
     Agent(agent::AgentArgs),
+    /// Copy the embedded database to a file while the server keeps serving, and check the copy.
+    Backup(backup::BackupArgs),
+    /// Put a backup in place as a data directory's database (no server may be running on it).
+    Restore(backup::RestoreArgs),
 }
 
 /// Where the data lives: the data directory, or an explicit database URL.
@@ -108,14 +114,7 @@ fn db_path(dir: &Path) -> PathBuf {
     dir.join("tessera.db")
 }
 
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    /// Tables for people.
-    #[default]
-    Table,
-    /// One JSON document, for scripts.
-    Json,
-}
+pub use out::Output;
 
 /// How long clients may take, and how many may connect at once (server and agent).
 #[derive(Args, Clone, Debug)]
@@ -214,7 +213,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The lock that keeps a second server off an SQLite file, unless every
 /// server sharing it says so.
-fn lock_database(db: &Path, shared: bool) -> anyhow::Result<tessera_datadir::DirLock> {
+pub(crate) fn lock_database(db: &Path, shared: bool) -> anyhow::Result<tessera_datadir::DirLock> {
     let dir = db
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -272,6 +271,8 @@ async fn main() -> std::process::ExitCode {
         Command::Env(c) => env::run_env(c).await,
         Command::ProductKey(c) => env::run_product_key(c).await,
         Command::Agent(a) => agent::run(a).await,
+        Command::Backup(a) => backup::backup(a).await,
+        Command::Restore(a) => backup::restore(a).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -32,6 +32,7 @@ use crate::{
     VersionOutcome,
 };
 
+pub mod backup;
 mod environments;
 mod file;
 mod grants;
