@@ -353,7 +353,8 @@ class TesseraServer:
 
     def create_account(self, name: str, *, aws_profile: Optional[str] = None,
                        env: Optional[dict] = None) -> Account:
-        args = ["account", "create", "--name", name, "--data-dir", str(self.data_dir), "--output", "json"]
+        args = ["account", "create", "--name", name, "--data-dir", str(self.data_dir), "--output", "json",
+                "--allow-duplicate-name"]
         if aws_profile:
             args += ["--aws-profile", aws_profile, "--endpoint-url", self.url, "--region", REGION]
         cp = self.cli(*args, env=env)

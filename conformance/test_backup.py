@@ -49,7 +49,7 @@ def test_backup_during_checkout_load_restores_every_acknowledged_checkout(tmp_pa
         for t in workers:
             t.join()
         summary = json.loads(made.stdout)
-        assert summary["bytes"] == copy.stat().st_size > 0
+        assert summary["Bytes"] == copy.stat().st_size > 0
         before = [tok for at, tok in acknowledged if at < began]
         assert len(before) >= 20, "the load did not run before the backup"
         # The live server kept serving through the backup.
@@ -68,7 +68,7 @@ def test_backup_during_checkout_load_restores_every_acknowledged_checkout(tmp_pa
     shutil.rmtree(target)
 
     restored = server.cli("restore", "--from", str(copy), "--data-dir", str(target), "-o", "json")
-    assert json.loads(restored.stdout)["liveConsumptions"] == summary["liveConsumptions"]
+    assert json.loads(restored.stdout)["LiveConsumptions"] == summary["LiveConsumptions"]
     again = TesseraServer(target, tmp_path / "restored.log").start()
     try:
         w.server = again
@@ -76,7 +76,7 @@ def test_backup_during_checkout_load_restores_every_acknowledged_checkout(tmp_pa
         v = again.client(w.vendor)
         consumed = int(usage(v, arn)["Seats"]["ConsumedValue"])
         # Counters equal the live consumptions the copy holds.
-        assert consumed == summary["liveConsumptions"] >= len(before)
+        assert consumed == summary["LiveConsumptions"] >= len(before)
         # Every checkout acknowledged before the backup began is there.
         for tok in before:
             c.check_in_license(LicenseConsumptionToken=tok)

@@ -81,3 +81,21 @@ pub(crate) fn outcome_of(v: &serde_json::Value) -> Result<GrantOutcome> {
         version: v["Version"].as_str().unwrap_or_default().to_owned(),
     })
 }
+
+/// A row of [`crate::LIST_KEYS`], on either engine.
+pub(crate) fn key_summary<R: sqlx::Row>(r: &R) -> Result<crate::KeySummary>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(crate::KeySummary {
+        access_key_id: r.try_get("access_key_id")?,
+        active: r.try_get("active")?,
+        created_at: tessera_core::timefmt::from_millis(r.try_get("created_at")?),
+        revoked_at: r
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(tessera_core::timefmt::from_millis),
+    })
+}

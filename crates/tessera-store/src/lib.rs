@@ -112,6 +112,49 @@ pub struct AccessKey {
     pub created_at: OffsetDateTime,
 }
 
+/// An access key as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySummary {
+    pub access_key_id: String,
+    pub active: bool,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// An account's keys, oldest first (`$1`: the account; both engines read `$N`).
+pub(crate) const LIST_KEYS: &str = "SELECT access_key_id, active, created_at, revoked_at FROM access_keys \
+     WHERE account_id = $1 ORDER BY created_at, access_key_id";
+
+/// What keeps an account from being deleted: licenses it issues or receives,
+/// grants it gave or holds, environments it registered.
+pub(crate) const ACCOUNT_IN_USE: &str = "SELECT \
+     (SELECT count(*) FROM licenses WHERE issuer_account = $1), \
+     (SELECT count(*) FROM licenses WHERE beneficiary_account = $1), \
+     (SELECT count(*) FROM grants WHERE grantor_account = $1 OR grantee_account = $1), \
+     (SELECT count(*) FROM environments WHERE account_id = $1)";
+
+/// Deleting an account that nothing holds: what is its alone goes with it.
+pub(crate) const DELETE_ACCOUNT: &[&str] = &[
+    "DELETE FROM tokens WHERE account_id = $1",
+    "DELETE FROM trials WHERE account_id = $1",
+    "DELETE FROM idempotency WHERE account_id = $1",
+    "DELETE FROM issuer_keys WHERE account_id = $1",
+    "DELETE FROM access_keys WHERE account_id = $1",
+    "DELETE FROM accounts WHERE account_id = $1",
+];
+
+/// The refusal of deleting an account still in use, from [`ACCOUNT_IN_USE`]'s counts.
+pub(crate) fn account_in_use(account: &AccountId, counts: [i64; 4]) -> Option<StoreError> {
+    let [issued, received, grants, environments] = counts;
+    if counts.iter().all(|n| *n == 0) {
+        return None;
+    }
+    Some(StoreError::Conflict(format!(
+        "account {account} is still in use: it issues {issued} licenses, receives {received}, takes part in \
+         {grants} grants and has {environments} environments; delete those first"
+    )))
+}
+
 /// An issuer's signing key as stored: PKCS#8 DER plus its public JWK (JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKey {
@@ -310,6 +353,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create_access_key(&self, account: &AccountId, now: OffsetDateTime) -> Result<AccessKey>;
     async fn revoke_access_key(&self, access_key_id: &str, now: OffsetDateTime) -> Result<()>;
     async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>>;
+    /// The account's access keys, without secrets; NotFound for an unknown account.
+    async fn list_access_keys(&self, account: &AccountId) -> Result<Vec<KeySummary>>;
+    /// Deletes an account with its keys, refused (Conflict) while it issues or
+    /// receives licenses, takes part in grants or has environments.
+    async fn delete_account(&self, account: &AccountId) -> Result<()>;
     /// Whether checkout, borrow, check-in and extension confirm the access key
     /// they are given (`key`) inside their own transaction, refusing it with
     /// [`StoreError::UnknownKey`] if it is unknown or revoked by then. A caller

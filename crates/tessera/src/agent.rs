@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use comfy_table::{presets::UTF8_FULL, Table};
 use tessera_agent::api::{CheckResult, Settings};
 use tessera_agent::client::{read_api_token, AgentClient, ClientError};
 use tessera_agent::{AgentConfig, EnvironmentId, ServerConfig};
@@ -34,6 +33,21 @@ enum AgentCommand {
     /// Reserve, scale and release the AKU of the product's instances.
     #[command(subcommand)]
     Instances(InstancesCommand),
+    /// The agent's configuration.
+    #[command(subcommand)]
+    Config(AgentConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum AgentConfigCommand {
+    /// Print the effective settings of `agent run` with these flags, environment
+    /// and config file, and where each came from (secrets not shown).
+    Show {
+        #[command(flatten)]
+        run: Box<RunArgs>,
+        #[command(flatten)]
+        out: crate::out::OutputArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,6 +80,10 @@ enum InstancesCommand {
 
 #[derive(Args)]
 struct RunArgs {
+    /// A TOML file of settings, keyed by flag name (`listen = "127.0.0.1:7171"`);
+    /// flags and environment variables override it.
+    #[arg(long, env = "TESSERA_AGENT_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     http: crate::HttpArgs,
     /// Data directory: the state file, the API token and cached issuer keys.
@@ -141,7 +159,7 @@ struct ClientArgs {
     /// The agent's data directory, to read its `api-token` from.
     #[arg(long, env = "TESSERA_AGENT_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     output: Output,
 }
 
@@ -158,9 +176,19 @@ impl ClientArgs {
     }
 }
 
-pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+impl AgentArgs {
+    /// Whether this runs the agent (a server), rather than a command that prints and ends.
+    pub fn serves(&self) -> bool {
+        matches!(self.command, AgentCommand::Run(_))
+    }
+}
+
+pub async fn run(args: AgentArgs, layered: &crate::config::Layered) -> anyhow::Result<()> {
     match args.command {
         AgentCommand::Run(a) => run_agent(*a).await,
+        AgentCommand::Config(AgentConfigCommand::Show { out, .. }) => {
+            crate::config::show(layered, out.output, crate::config::Casing::Camel)
+        }
         AgentCommand::Info(c) => {
             let s = refused(c.output, c.client()?.settings().await)?;
             print_settings(&s, c.output)
@@ -285,16 +313,7 @@ fn done<T: serde::Serialize>(output: Output, value: &T, text: &str) -> anyhow::R
     }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL).set_header(header.to_vec());
-    t
-}
+use crate::out::{json as print_json, table};
 
 fn state_name<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)

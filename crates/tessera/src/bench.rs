@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use comfy_table::Table;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -85,7 +84,7 @@ pub struct CheckoutBench {
     /// (measurable, but one writer at a time).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
 
@@ -879,8 +878,7 @@ impl Drop for Server {
 
 fn print_table(doc: &Value) {
     let replicas = doc["replicas"].as_u64().unwrap_or(1);
-    let mut t = Table::new();
-    t.set_header(vec![
+    let mut t = crate::out::table(&[
         "scenario",
         "run",
         "checkouts/s",

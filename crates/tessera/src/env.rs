@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use comfy_table::Table;
 use serde_json::{json, Value};
 use tessera_core::{AccountId, LicenseArn};
 use tessera_server::native::environments;
@@ -41,7 +40,7 @@ pub enum EnvCommand {
         entitlement: String,
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
     /// List environments.
@@ -52,7 +51,18 @@ pub enum EnvCommand {
         license_arn: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one environment: its install, bucket, allocation, usage and license.
+    Get {
+        environment_id: String,
+        /// The vendor account, when several have an environment with this ID.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
     /// Change an environment's AKU allocation (then issue or publish a new product key).
@@ -65,7 +75,7 @@ pub enum EnvCommand {
         account: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
 }
@@ -79,7 +89,7 @@ pub enum ProductKeyCommand {
         account: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
     /// Sign a product key and write it to the environment's ops bucket, where its agent picks it up.
@@ -89,7 +99,7 @@ pub enum ProductKeyCommand {
         account: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
     /// Decode a product key, verify it against the issuer's public key, print its fields.
@@ -100,7 +110,7 @@ pub enum ProductKeyCommand {
         jwks: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_enum, default_value_t)]
+        #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
 }
@@ -138,8 +148,7 @@ fn print_envs(output: Output, envs: &[Value]) {
     match output {
         Output::Json => println!("{}", Value::Array(envs.to_vec())),
         Output::Table => {
-            let mut t = Table::new();
-            t.set_header(vec![
+            let mut t = crate::out::table(&[
                 "EnvironmentId",
                 "InstallId",
                 "Cloud",
@@ -220,6 +229,17 @@ pub async fn run_env(cmd: EnvCommand) -> anyhow::Result<()> {
             let envs: Vec<Value> = envs.iter().map(|(_, e)| json!(e)).collect();
             print_envs(output, &envs);
         }
+        EnvCommand::Get {
+            environment_id,
+            account,
+            store,
+            output,
+        } => {
+            let state = state(&store).await?;
+            let vendor = owner(&state, &environment_id, &account).await?;
+            let r = api(environments::get(&state, &vendor, json!({"EnvironmentId": environment_id})).await)?;
+            print_envs(output, &[r["Environment"].clone()]);
+        }
         EnvCommand::Allocate {
             environment_id,
             aku,
@@ -297,8 +317,7 @@ pub async fn run_product_key(cmd: ProductKeyCommand) -> anyhow::Result<()> {
                     json!({"Status": status, "Verified": verdict.is_ok(), "Contents": raw})
                 ),
                 Output::Table => {
-                    let mut t = Table::new();
-                    t.set_header(vec!["Field", "Value"]);
+                    let mut t = crate::out::table(&["Field", "Value"]);
                     let v = json!(raw);
                     if let Some(o) = v.as_object() {
                         for (k, v) in o {

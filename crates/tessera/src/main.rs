@@ -4,6 +4,7 @@ mod admin;
 mod agent;
 mod backup;
 mod bench;
+mod config;
 mod env;
 mod out;
 mod profile;
@@ -66,6 +67,21 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Put a backup in place as a data directory's database (no server may be running on it).
     Restore(backup::RestoreArgs),
+    /// The server's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective settings of `serve` with these flags, environment and
+    /// config file, and where each came from (secrets not shown).
+    Show {
+        #[command(flatten)]
+        serve: Box<ServeArgs>,
+        #[command(flatten)]
+        out: out::OutputArg,
+    },
 }
 
 /// Where the data lives: the data directory, or an explicit database URL.
@@ -86,7 +102,23 @@ impl StoreArgs {
             .unwrap_or_else(|| format!("sqlite://{}", db_path(&self.data_dir).display()))
     }
 
+    /// Opens an existing database: a data directory without one is refused,
+    /// not given an empty database (a mistyped --data-dir would otherwise
+    /// look like a server with no accounts).
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        if let Some(path) = self.sqlite_path()? {
+            anyhow::ensure!(
+                path.exists(),
+                "there is no Tessera database at {}: check --data-dir (or TESSERA_DATA_DIR). A new one is made \
+                 by `tessera serve` or `tessera account create`",
+                path.display()
+            );
+        }
+        self.open_checked(false).await
+    }
+
+    /// Opens the database, making a new one where there is none.
+    pub async fn open_or_create(&self) -> anyhow::Result<Arc<dyn Store>> {
         self.open_checked(false).await
     }
 
@@ -152,6 +184,10 @@ impl HttpArgs {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// A TOML file of settings, keyed by flag name (`listen = "0.0.0.0:7070"`);
+    /// flags and environment variables override it.
+    #[arg(long, env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -240,6 +276,33 @@ pub(crate) fn lock_database(db: &Path, shared: bool) -> anyhow::Result<tessera_d
     Ok(tessera_datadir::DirLock::acquire(dir, &name, hold, hint)?)
 }
 
+/// A flag people often try that Tessera names differently, and what to use.
+fn near_miss(e: &clap::Error) -> Option<&'static str> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(given)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let name = given.trim_start_matches('-').split('=').next().unwrap_or_default();
+    Some(match name {
+        "port" | "host" | "bind" | "address" | "addr" | "listen-address" => {
+            "the address to listen on is --listen HOST:PORT (for example --listen 127.0.0.1:7070)"
+        }
+        "db" | "database" | "db-url" | "dsn" | "postgres" => {
+            "the database is --database-url sqlite://PATH or postgres://USER@HOST/DB"
+        }
+        "data" | "datadir" | "dir" | "data-directory" => "the data directory is --data-dir DIR",
+        "format" | "json" | "out" => "output is chosen with -o/--output table|json",
+        "log" | "log-level" | "verbose" => {
+            "log lines are chosen with --log-format text|json; the level with TESSERA_LOG=debug"
+        }
+        "conf" | "config-file" | "cfg" => "a config file is --config FILE (TOML)",
+        _ => return None,
+    })
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -260,7 +323,37 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let layered = match config::layer(std::env::args_os().collect()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(&layered.argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let tip = near_miss(&e);
+            let _ = e.print();
+            if let Some(tip) = tip {
+                eprintln!("\n  tip: {tip}");
+            }
+            return std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let serves = match &cli.command {
+        Command::Serve(_) | Command::Bench(_) => true,
+        Command::Agent(a) => a.serves(),
+        _ => false,
+    };
+    if !serves {
+        // A command whose output is piped into `head` ends quietly, as Unix tools do.
+        #[cfg(unix)]
+        unsafe {
+            // SAFETY: restoring the default disposition of SIGPIPE before any thread writes.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     tessera_observe::logging::init(cli.log_format.parse().unwrap_or_default());
     let result = match cli.command {
         Command::Serve(a) => serve(a).await,
@@ -270,7 +363,8 @@ async fn main() -> std::process::ExitCode {
         Command::Bench(c) => bench::run(c).await,
         Command::Env(c) => env::run_env(c).await,
         Command::ProductKey(c) => env::run_product_key(c).await,
-        Command::Agent(a) => agent::run(a).await,
+        Command::Agent(a) => agent::run(a, &layered).await,
+        Command::Config(ConfigCommand::Show { out, .. }) => config::show(&layered, out.output, config::Casing::Pascal),
         Command::Backup(a) => backup::backup(a).await,
         Command::Restore(a) => backup::restore(a).await,
     };

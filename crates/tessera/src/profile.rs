@@ -55,11 +55,14 @@ fn upsert_section(text: &str, section: &str, body: &[(&str, &str)]) -> String {
     out.join("\n") + "\n"
 }
 
-fn write_section(path: &PathBuf, section: &str, body: &[(&str, &str)]) -> anyhow::Result<()> {
+/// Writes `section` into the INI file at `path`; true when it replaced one already there.
+fn write_section(path: &PathBuf, section: &str, body: &[(&str, &str)]) -> anyhow::Result<bool> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let old = std::fs::read_to_string(path).unwrap_or_default();
+    let header = format!("[{section}]");
+    let replaced = old.lines().any(|l| l.trim() == header);
     std::fs::write(path, upsert_section(&old, section, body))
         .with_context(|| format!("cannot write {}", path.display()))?;
     #[cfg(unix)]
@@ -67,11 +70,18 @@ fn write_section(path: &PathBuf, section: &str, body: &[(&str, &str)]) -> anyhow
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     }
-    Ok(())
+    Ok(replaced)
 }
 
-/// Writes the profile if one was asked for; returns its name.
-pub fn write_profile(args: &ProfileArgs, akid: &str, secret: &str) -> anyhow::Result<Option<String>> {
+/// A profile written for an access key.
+pub struct Written {
+    pub name: String,
+    /// The profile existed and now holds the new key.
+    pub replaced: bool,
+}
+
+/// Writes the profile if one was asked for.
+pub fn write_profile(args: &ProfileArgs, akid: &str, secret: &str) -> anyhow::Result<Option<Written>> {
     let Some(name) = &args.aws_profile else {
         return Ok(None);
     };
@@ -79,7 +89,7 @@ pub fn write_profile(args: &ProfileArgs, akid: &str, secret: &str) -> anyhow::Re
         !name.is_empty() && !name.contains(['[', ']', ' ']),
         "--aws-profile '{name}' is not a valid profile name"
     );
-    write_section(
+    let replaced = write_section(
         &aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials")?,
         name,
         &[("aws_access_key_id", akid), ("aws_secret_access_key", secret)],
@@ -94,7 +104,10 @@ pub fn write_profile(args: &ProfileArgs, akid: &str, secret: &str) -> anyhow::Re
         &section,
         &[("region", &args.region), ("endpoint_url", &args.endpoint_url)],
     )?;
-    Ok(Some(name.clone()))
+    Ok(Some(Written {
+        name: name.clone(),
+        replaced,
+    }))
 }
 
 #[cfg(test)]

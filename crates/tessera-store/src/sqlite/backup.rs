@@ -14,7 +14,7 @@ use crate::{Result, StoreError};
 
 /// What a backup holds, as its check found it.
 #[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "PascalCase")]
 pub struct Summary {
     pub path: PathBuf,
     pub bytes: u64,
