@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -183,10 +187,43 @@ def test_a_failed_server_call_names_its_cause(tmp_path, json_server):
                 "--secret-access-key", "never-used-secret", "--server-poll-seconds", "1",
                 "--log-format", "json")
     try:
-        import time
         deadline = time.time() + 15
         while time.time() < deadline and "onnection refused" not in agent.log.read_text():
             time.sleep(0.2)
     finally:
         agent.kill9()
     assert "onnection refused" in agent.log.read_text(), agent.log.read_text()[-2000:]
+
+
+PROM = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+
+
+def test_the_shipped_alert_rules_check_and_pass_their_unit_tests():
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (.ci/run installs it)")
+    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"],
+                 ["test", "rules", "alerts_test.yml"]):
+        cp = subprocess.run([promtool, *args], cwd=PROM, capture_output=True, text=True, timeout=60)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+
+
+def test_every_metric_the_alerts_use_is_exported(tmp_path, json_server):
+    agent = Agent(tmp_path, "env-alerts", tmp_path / "ops", json_server)
+    agent.start()
+    try:
+        w = World(json_server, tag="alerts")
+        sku = new_sku("alerts")
+        w.create_license(sku=sku, entitlements=[counted(max_count=1)])
+        checkout(w.c, sku, w.fingerprint())
+        requests.get(json_server.url + "/readyz", timeout=10)
+        time.sleep(1.5)  # one bucket poll
+        exported = set(scrape(json_server.url)) | set(scrape(agent.url))
+    finally:
+        agent.kill9()
+    rules = (PROM / "alerts.yml").read_text()
+    used = set(re.findall(r"\b(tessera_[a-z_]+)", rules))
+    assert used, "the rules name no Tessera metric"
+    # The parser names counters without _total.
+    missing = {m for m in used if m not in exported and m.removesuffix("_total") not in exported}
+    assert not missing, f"alerts use metrics nobody exports: {missing}"
