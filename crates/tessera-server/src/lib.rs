@@ -38,7 +38,12 @@ pub struct AppState {
     pub test_clock: bool,
     /// What readiness and the metrics report beyond the store's own answer.
     pub health: Health,
+    /// How often the reaper looks for expired consumptions.
+    pub reaper_interval: Duration,
 }
+
+/// How often the reaper runs unless told otherwise.
+pub const DEFAULT_REAPER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The server's own signs of life, for readiness and the metrics.
 #[derive(Default)]
@@ -62,7 +67,7 @@ struct Counts {
 /// consumptions reads the table, which a scrape every few seconds must not repeat.
 const COUNTS_TTL: Duration = Duration::from_secs(30);
 
-/// The reaper runs every second; this long without a pass is a fault.
+/// This long without a reaper pass (or ten intervals, if longer) is a fault.
 const REAPER_STALL: Duration = Duration::from_secs(30);
 
 impl Health {
@@ -77,13 +82,13 @@ impl Health {
     }
 
     /// Why the reaper is not running, if it is not.
-    fn reaper(&self) -> Result<(), String> {
+    fn reaper(&self, interval: Duration) -> Result<(), String> {
         let at = self.reaped_at_ms.load(std::sync::atomic::Ordering::Relaxed);
         if at == 0 {
             return Err("the reaper of expired consumptions has not finished a pass yet".into());
         }
         let ago = Duration::from_millis(self.now_ms().saturating_sub(at));
-        if ago > REAPER_STALL {
+        if ago > REAPER_STALL.max(interval.saturating_mul(10)) {
             return Err(format!(
                 "the reaper of expired consumptions last finished a pass {} s ago",
                 ago.as_secs()
@@ -97,7 +102,18 @@ pub type SharedState = Arc<AppState>;
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, clock: Arc<ServerClock>, test_clock: bool) -> SharedState {
+        Self::with_reaper_interval(store, clock, test_clock, DEFAULT_REAPER_INTERVAL)
+    }
+
+    /// [`AppState::new`] with the reaper running every `reaper_interval`.
+    pub fn with_reaper_interval(
+        store: Arc<dyn Store>,
+        clock: Arc<ServerClock>,
+        test_clock: bool,
+        reaper_interval: Duration,
+    ) -> SharedState {
         Arc::new(Self {
+            reaper_interval,
             keys: keys::KeyRing::new(store.clone()),
             keys_seen: aws::AccessKeys::default(),
             store,
@@ -164,7 +180,7 @@ async fn reap(state: SharedState) {
                 }
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(state.reaper_interval).await;
     }
 }
 
@@ -195,7 +211,7 @@ async fn ready(State(state): State<SharedState>) -> Response {
     let store = tokio::time::timeout(READY_TIMEOUT, state.store.ready())
         .await
         .unwrap_or_else(|_| Err(format!("the store did not answer within {} s", READY_TIMEOUT.as_secs())));
-    let reaper = state.health.reaper();
+    let reaper = state.health.reaper(state.reaper_interval);
     let reasons: Vec<&String> = [&store, &reaper].into_iter().filter_map(|r| r.as_ref().err()).collect();
     let show = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "failing" };
     let checks = serde_json::json!({

@@ -207,6 +207,15 @@ struct ServeArgs {
     #[arg(long, env = "TESSERA_SHARED_SQLITE", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     shared_sqlite: bool,
+    /// Milliseconds between the reaper's passes, which return expired
+    /// PROVISIONAL consumptions to their pools (each pass takes at most 1,000 at a time).
+    #[arg(long, env = "TESSERA_REAPER_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    reaper_interval_ms: u64,
+    /// PostgreSQL connections each server opens for its pool (the URL's
+    /// `pool_max_connections` says the same; this wins). Default 16.
+    #[arg(long, env = "TESSERA_DB_POOL_SIZE", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    db_pool_size: Option<u32>,
     /// Let `POST /_tessera/test/clock` move the business clock forward. For tests only:
     /// anyone who can reach the server could then expire consumptions early.
     #[arg(long, env = "TESSERA_TEST_CLOCK", action = clap::ArgAction::SetTrue,
@@ -220,7 +229,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
     tessera_observe::metrics::install();
-    let store = args.store.open_checked(!args.skip_integrity_check).await?;
+    let mut store_args = args.store.clone();
+    if let (Some(n), None) = (args.db_pool_size, args.store.sqlite_path()?) {
+        store_args.database_url = Some(tessera_store::PgStore::with_pool_size(&args.store.url(), n));
+    }
+    let store = store_args.open_checked(!args.skip_integrity_check).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -228,7 +241,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.test_clock {
         tracing::warn!("the test clock is enabled: POST /_tessera/test/clock can move time forward");
     }
-    let state = AppState::new(store, Arc::new(ServerClock::default()), args.test_clock);
+    let state = AppState::with_reaper_interval(
+        store,
+        Arc::new(ServerClock::default()),
+        args.test_clock,
+        std::time::Duration::from_millis(args.reaper_interval_ms),
+    );
     let startup_check = match (args.store.sqlite_path()?, args.skip_integrity_check) {
         (None, _) => "PostgreSQL: checked by its server",
         (Some(_), false) => "passed (PRAGMA quick_check)",

@@ -177,6 +177,18 @@ impl PgStore {
         Ok(Self { pool, writer, readers })
     }
 
+    /// `url` with its pool size set to `n` (replacing any `pool_max_connections` it has).
+    pub fn with_pool_size(url: &str, n: u32) -> String {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut pairs: Vec<&str> = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with(&format!("{POOL_PARAM}=")))
+            .collect();
+        let pool = format!("{POOL_PARAM}={n}");
+        pairs.push(&pool);
+        format!("{base}?{}", pairs.join("&"))
+    }
+
     /// `url` fit for messages and logs: without its password.
     pub fn redact_url(url: &str) -> String {
         redact(url)
@@ -1799,5 +1811,20 @@ mod tests {
             ("postgres://h/d".to_owned(), 64)
         );
         assert!(split_pool_size("postgres://h/d?pool_max_connections=0").is_err());
+    }
+
+    #[test]
+    fn a_pool_size_setting_replaces_the_urls() {
+        let url = PgStore::with_pool_size("postgres://h/d?pool_max_connections=4&sslmode=disable", 9);
+        assert_eq!(
+            split_pool_size(&url).unwrap(),
+            ("postgres://h/d?sslmode=disable".to_owned(), 9)
+        );
+        assert_eq!(
+            split_pool_size(&PgStore::with_pool_size("postgres://h/d", 2))
+                .unwrap()
+                .1,
+            2
+        );
     }
 }
