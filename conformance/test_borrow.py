@@ -114,7 +114,7 @@ def test_tessera_token_verify_ps384(server, borrowed, jwks, tmp_path):
     jwks_file = tmp_path / "jwks.json"
     jwks_file.write_text(json.dumps(jwks))
     for source in (server.url + "/.well-known/jwks.json", str(jwks_file)):
-        cp = server.cli("token", "verify", "--jwks", source, borrowed["token"], check=False)
+        cp = server.cli("token", "verify", "--jwks", source, borrowed["token"], "-o", "json", check=False)
         assert cp.returncode == 0, f"--jwks {source}: exit {cp.returncode}: {cp.stderr}"
         claims = json.loads(cp.stdout)
         assert claims["licenseConsumptionToken"] == borrowed["out"]["LicenseConsumptionToken"]

@@ -53,7 +53,7 @@ def _verify_pyjwt(token: str, jwks: dict) -> dict:
 
 
 def _verify_cli(server, token: str, jwks_source: str):
-    return server.cli("token", "verify", "--jwks", jwks_source, token, check=False)
+    return server.cli("token", "verify", "--jwks", jwks_source, token, "-o", "json", check=False)
 
 
 def test_header_is_eddsa_with_kid(signed):

@@ -13,6 +13,8 @@ pub enum TokenCommand {
         jwks: String,
         /// The compact JWS, as returned in SignedToken.
         token: String,
+        #[command(flatten)]
+        out: crate::out::OutputArg,
     },
 }
 
@@ -32,11 +34,24 @@ pub async fn load_jwks(src: &str) -> anyhow::Result<Jwks> {
 
 pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
-        TokenCommand::Verify { jwks, token } => {
+        TokenCommand::Verify { jwks, token, out } => {
             let set = load_jwks(&jwks).await?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             let claims = tessera_token::verify(token.trim(), &set, now).context("the token is not valid")?;
-            println!("{}", serde_json::to_string_pretty(&claims)?);
+            if out.output == crate::Output::Json {
+                return crate::out::json(&claims);
+            }
+            let value = serde_json::to_value(&claims)?;
+            let rows: Vec<(String, String)> = value
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!("{}", crate::out::fields(rows.iter().map(|(k, v)| (k.as_str(), v.clone()))));
+            println!("The token's signature verifies and it has not expired.");
             Ok(())
         }
     }
