@@ -143,6 +143,62 @@ pub(crate) const DELETE_ACCOUNT: &[&str] = &[
     "DELETE FROM accounts WHERE account_id = $1",
 ];
 
+/// The account-administration operations, written once for both engines:
+/// `$read` is the field of the pool reads go to; `$begin` the method that
+/// begins a write transaction, returning `(transaction, what must be held
+/// while it is open)`.
+macro_rules! account_admin {
+    ($store:ty, read: $read:ident, begin: $begin:ident) => {
+        impl $store {
+            async fn list_keys_of(&self, account: &AccountId) -> Result<Vec<crate::KeySummary>> {
+                let known: Option<String> = sqlx::query_scalar(crate::ACCOUNT_EXISTS)
+                    .bind(account.as_str())
+                    .fetch_optional(&self.$read)
+                    .await?;
+                crate::account_known(account, known)?;
+                let rows = sqlx::query(crate::LIST_KEYS)
+                    .bind(account.as_str())
+                    .fetch_all(&self.$read)
+                    .await?;
+                rows.iter().map(crate::codec::key_summary).collect()
+            }
+
+            async fn delete_unused_account(&self, account: &AccountId) -> Result<()> {
+                let (mut tx, _held) = self.$begin().await?;
+                let known: Option<String> = sqlx::query_scalar(crate::ACCOUNT_EXISTS)
+                    .bind(account.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                crate::account_known(account, known)?;
+                let counts: (i64, i64, i64, i64) = sqlx::query_as(crate::ACCOUNT_IN_USE)
+                    .bind(account.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if let Some(refused) = crate::account_in_use(account, [counts.0, counts.1, counts.2, counts.3]) {
+                    return Err(refused);
+                }
+                for sql in crate::DELETE_ACCOUNT {
+                    sqlx::query(sql).bind(account.as_str()).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use account_admin;
+
+/// Whether an account exists (`$1`).
+pub(crate) const ACCOUNT_EXISTS: &str = "SELECT account_id FROM accounts WHERE account_id = $1";
+
+/// NotFound unless [`ACCOUNT_EXISTS`] found the account.
+pub(crate) fn account_known(account: &AccountId, found: Option<String>) -> Result<()> {
+    match found {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(format!("account {account} does not exist"))),
+    }
+}
+
 /// The refusal of deleting an account still in use, from [`ACCOUNT_IN_USE`]'s counts.
 pub(crate) fn account_in_use(account: &AccountId, counts: [i64; 4]) -> Option<StoreError> {
     let [issued, received, grants, environments] = counts;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use tessera_core::{AccountId, LicenseArn};
 use tessera_server::native::environments;
@@ -55,53 +55,35 @@ pub enum EnvCommand {
         output: Output,
     },
     /// Show one environment: its install, bucket, allocation, usage and license.
-    Get {
-        environment_id: String,
-        /// The vendor account, when several have an environment with this ID.
-        #[arg(long)]
-        account: Option<String>,
-        #[command(flatten)]
-        store: StoreArgs,
-        #[arg(short = 'o', long, value_enum, default_value_t)]
-        output: Output,
-    },
+    Get(EnvTarget),
     /// Change an environment's AKU allocation (then issue or publish a new product key).
     Allocate {
-        environment_id: String,
         #[arg(long)]
         aku: i64,
-        /// The vendor account, when several have an environment with this ID.
-        #[arg(long)]
-        account: Option<String>,
         #[command(flatten)]
-        store: StoreArgs,
-        #[arg(short = 'o', long, value_enum, default_value_t)]
-        output: Output,
+        target: EnvTarget,
     },
+}
+
+/// One environment, named by its ID (and its vendor, where several have it).
+#[derive(Args)]
+pub struct EnvTarget {
+    environment_id: String,
+    /// The vendor account, when several have an environment with this ID.
+    #[arg(long)]
+    account: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
 }
 
 #[derive(Subcommand)]
 pub enum ProductKeyCommand {
     /// Sign a product key for an environment's current allocation and print it.
-    Issue {
-        environment_id: String,
-        #[arg(long)]
-        account: Option<String>,
-        #[command(flatten)]
-        store: StoreArgs,
-        #[arg(short = 'o', long, value_enum, default_value_t)]
-        output: Output,
-    },
+    Issue(EnvTarget),
     /// Sign a product key and write it to the environment's ops bucket, where its agent picks it up.
-    Publish {
-        environment_id: String,
-        #[arg(long)]
-        account: Option<String>,
-        #[command(flatten)]
-        store: StoreArgs,
-        #[arg(short = 'o', long, value_enum, default_value_t)]
-        output: Output,
-    },
+    Publish(EnvTarget),
     /// Decode a product key, verify it against the issuer's public key, print its fields.
     Inspect {
         key: String,
@@ -229,23 +211,26 @@ pub async fn run_env(cmd: EnvCommand) -> anyhow::Result<()> {
             let envs: Vec<Value> = envs.iter().map(|(_, e)| json!(e)).collect();
             print_envs(output, &envs);
         }
-        EnvCommand::Get {
+        EnvCommand::Get(EnvTarget {
             environment_id,
             account,
             store,
             output,
-        } => {
+        }) => {
             let state = state(&store).await?;
             let vendor = owner(&state, &environment_id, &account).await?;
             let r = api(environments::get(&state, &vendor, json!({"EnvironmentId": environment_id})).await)?;
             print_envs(output, &[r["Environment"].clone()]);
         }
         EnvCommand::Allocate {
-            environment_id,
             aku,
-            account,
-            store,
-            output,
+            target:
+                EnvTarget {
+                    environment_id,
+                    account,
+                    store,
+                    output,
+                },
         } => {
             let state = state(&store).await?;
             let vendor = owner(&state, &environment_id, &account).await?;
@@ -260,24 +245,24 @@ pub async fn run_env(cmd: EnvCommand) -> anyhow::Result<()> {
 
 pub async fn run_product_key(cmd: ProductKeyCommand) -> anyhow::Result<()> {
     match cmd {
-        ProductKeyCommand::Issue {
+        ProductKeyCommand::Issue(EnvTarget {
             environment_id,
             account,
             store,
             output,
-        } => {
+        }) => {
             let state = state(&store).await?;
             let vendor = owner(&state, &environment_id, &account).await?;
             let r =
                 api(environments::issue_product_key(&state, &vendor, json!({"EnvironmentId": environment_id})).await)?;
             print_key(output, &r);
         }
-        ProductKeyCommand::Publish {
+        ProductKeyCommand::Publish(EnvTarget {
             environment_id,
             account,
             store,
             output,
-        } => {
+        }) => {
             let state = state(&store).await?;
             let vendor = owner(&state, &environment_id, &account).await?;
             let r = api(

@@ -46,11 +46,19 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
                 .as_object()
                 .map(|o| {
                     o.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
-            println!("{}", crate::out::fields(rows.iter().map(|(k, v)| (k.as_str(), v.clone()))));
+            println!(
+                "{}",
+                crate::out::fields(rows.iter().map(|(k, v)| (k.as_str(), v.clone())))
+            );
             println!("The token's signature verifies and it has not expired.");
             Ok(())
         }

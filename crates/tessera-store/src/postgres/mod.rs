@@ -1321,43 +1321,11 @@ impl Store for PgStore {
     }
 
     async fn list_access_keys(&self, account: &AccountId) -> Result<Vec<crate::KeySummary>> {
-        let known: Option<String> = sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = $1")
-            .bind(account.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        if known.is_none() {
-            return Err(StoreError::NotFound(format!("account {account} does not exist")));
-        }
-        let rows = sqlx::query(crate::LIST_KEYS)
-            .bind(account.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(crate::codec::key_summary).collect()
+        self.list_keys_of(account).await
     }
 
     async fn delete_account(&self, account: &AccountId) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        // Two deletes of one account take turns.
-        let known: Option<String> =
-            sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = $1 FOR UPDATE")
-                .bind(account.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if known.is_none() {
-            return Err(StoreError::NotFound(format!("account {account} does not exist")));
-        }
-        let counts: (i64, i64, i64, i64) = sqlx::query_as(crate::ACCOUNT_IN_USE)
-            .bind(account.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        if let Some(refused) = crate::account_in_use(account, [counts.0, counts.1, counts.2, counts.3]) {
-            return Err(refused);
-        }
-        for sql in crate::DELETE_ACCOUNT {
-            sqlx::query(sql).bind(account.as_str()).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.delete_unused_account(account).await
     }
 
     async fn list_accounts(&self) -> Result<Vec<Account>> {
@@ -1826,5 +1794,14 @@ mod tests {
                 .1,
             2
         );
+    }
+}
+
+crate::account_admin!(PgStore, read: pool, begin: begin_admin);
+
+impl PgStore {
+    /// A write transaction for the account administration, which holds nothing else.
+    async fn begin_admin(&self) -> Result<(Transaction<'static, Postgres>, ())> {
+        Ok((self.pool.begin().await?, ()))
     }
 }

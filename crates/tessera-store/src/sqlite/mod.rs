@@ -460,41 +460,11 @@ impl Store for SqliteStore {
     }
 
     async fn list_access_keys(&self, account: &AccountId) -> Result<Vec<crate::KeySummary>> {
-        let known: Option<String> = sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = $1")
-            .bind(account.as_str())
-            .fetch_optional(&self.read)
-            .await?;
-        if known.is_none() {
-            return Err(StoreError::NotFound(format!("account {account} does not exist")));
-        }
-        let rows = sqlx::query(crate::LIST_KEYS)
-            .bind(account.as_str())
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter().map(crate::codec::key_summary).collect()
+        self.list_keys_of(account).await
     }
 
     async fn delete_account(&self, account: &AccountId) -> Result<()> {
-        let (mut tx, _turn) = self.begin().await?;
-        let known: Option<String> = sqlx::query_scalar("SELECT account_id FROM accounts WHERE account_id = $1")
-            .bind(account.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if known.is_none() {
-            return Err(StoreError::NotFound(format!("account {account} does not exist")));
-        }
-        let counts: (i64, i64, i64, i64) = sqlx::query_as(crate::ACCOUNT_IN_USE)
-            .bind(account.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        if let Some(refused) = crate::account_in_use(account, [counts.0, counts.1, counts.2, counts.3]) {
-            return Err(refused);
-        }
-        for sql in crate::DELETE_ACCOUNT {
-            sqlx::query(sql).bind(account.as_str()).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.delete_unused_account(account).await
     }
 
     async fn issuer_key(&self, account: &AccountId, alg: &str) -> Result<Option<StoredKey>> {
@@ -957,3 +927,5 @@ fn stored_key(r: &SqliteRow) -> Result<StoredKey> {
 fn page(rows: Vec<SqliteRow>, limit: usize) -> Result<Page<License>> {
     grants::paged(rows, limit, |r| license_of(&r.try_get::<String, _>("document")?))
 }
+
+crate::account_admin!(SqliteStore, read: read, begin: begin);
