@@ -174,6 +174,19 @@ def test_a_damaged_database_is_refused_and_damage_found_later_fails_readiness(ma
     assert any("damaged" in reason for reason in r.json()["reasons"]), r.json()
     log = server.log_path.read_text()
     assert "the database file is damaged" in log and str(db) in log and "restore" in log
+    # A failing disk does not flood the log: fifty failing requests, each with
+    # its access line, but the identical cause logged once (the rest counted).
+    before = server.log_path.read_text().count("request failed")
+    ids = []
+    for _ in range(50):
+        with pytest.raises(ClientError) as e:
+            server.client(w.vendor).list_licenses()
+        ids.append(e.value.response["ResponseMetadata"]["RequestId"])
+    log = server.log_path.read_text()
+    assert log.count("request failed") - before <= 1, "a repeated store error was logged for every request"
+    assert all(1 <= log.count(i) <= 2 for i in ids), "every request has its access line (and at most its cause)"
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    assert "tessera_log_errors_suppressed_total" in metrics
 
 
 def test_a_second_server_on_the_same_file_is_refused_naming_the_first(make_server):
