@@ -13,7 +13,12 @@ const N: u32 = 200_000;
 fn run(outcome: &Outcome) -> Duration {
     let started = Instant::now();
     for i in 0..N {
-        record("0b8f3f5e-8a51-4c43-9a5e-3f1c2d4e5f60", outcome, 200, Duration::from_micros(u64::from(i % 900)));
+        record(
+            "0b8f3f5e-8a51-4c43-9a5e-3f1c2d4e5f60",
+            outcome,
+            200,
+            Duration::from_micros(u64::from(i % 900)),
+        );
     }
     started.elapsed()
 }
