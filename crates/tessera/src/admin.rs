@@ -22,6 +22,7 @@ pub enum AccountCommand {
         store: StoreArgs,
         #[command(flatten)]
         profile: ProfileArgs,
+        /// How to print: a table for people, or one JSON document for scripts.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
@@ -29,6 +30,7 @@ pub enum AccountCommand {
     List {
         #[command(flatten)]
         store: StoreArgs,
+        /// How to print: a table for people, or one JSON document for scripts.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
@@ -60,6 +62,7 @@ pub enum KeyCommand {
         account: String,
         #[command(flatten)]
         store: StoreArgs,
+        /// How to print: a table for people, or one JSON document for scripts.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
@@ -74,6 +77,7 @@ pub struct KeyCreate {
     store: StoreArgs,
     #[command(flatten)]
     profile: ProfileArgs,
+    /// How to print: a table for people, or one JSON document for scripts.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }

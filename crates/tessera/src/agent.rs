@@ -26,6 +26,7 @@ enum AgentCommand {
     Info(ClientArgs),
     /// Update Product License: activate a product key ("-" reads it from standard input).
     Activate {
+        /// The product key the vendor sent ("-": read it from standard input).
         key: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -56,7 +57,9 @@ enum InstancesCommand {
     List(ClientArgs),
     /// Reserve AKU for a new instance.
     Create {
+        /// The instance's ID, as the product names it.
         instance_id: String,
+        /// The AKU the instance is to hold.
         #[arg(long)]
         aku: i64,
         #[command(flatten)]
@@ -64,7 +67,9 @@ enum InstancesCommand {
     },
     /// Change an instance's reservation.
     Scale {
+        /// The instance's ID, as the product names it.
         instance_id: String,
+        /// The AKU the instance is to hold.
         #[arg(long)]
         aku: i64,
         #[command(flatten)]
@@ -72,6 +77,7 @@ enum InstancesCommand {
     },
     /// Release an instance's reservation.
     Delete {
+        /// The instance's ID, as the product names it.
         instance_id: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -159,6 +165,7 @@ struct ClientArgs {
     /// The agent's data directory, to read its `api-token` from.
     #[arg(long, env = "TESSERA_AGENT_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// How to print: a table for people, or one JSON document for scripts.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     output: Output,
 }

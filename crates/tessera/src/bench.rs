@@ -68,6 +68,7 @@ pub struct CheckoutBench {
     /// Seconds each measurement runs (two measurements per scenario).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Which scenarios to run: spread, hot, or both.
     #[arg(long, value_enum, default_value_t = Scenario::Both)]
     scenario: Scenario,
     /// Database for the run: `sqlite://PATH` (used as is) or
@@ -84,6 +85,7 @@ pub struct CheckoutBench {
     /// (measurable, but one writer at a time).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
+    /// How to print: a table for people, or one JSON document for scripts.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }

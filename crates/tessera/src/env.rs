@@ -19,8 +19,10 @@ use crate::{Output, StoreArgs};
 pub enum EnvCommand {
     /// Register a customer's environment and allocate it AKU from a license.
     Register {
+        /// The customer's license to allocate from (the vendor issued it).
         #[arg(long)]
         license_arn: String,
+        /// The environment's ID, as the customer's agent runs with it.
         #[arg(long)]
         environment_id: String,
         /// The install ID the environment's agent shows (`tessera agent info`).
@@ -29,10 +31,13 @@ pub enum EnvCommand {
         /// Where the environment reads license updates: file:///dir or s3://bucket[/prefix].
         #[arg(long)]
         ops_bucket: String,
+        /// The cloud provider the environment runs on (shown in its settings).
         #[arg(long, alias = "cloud-provider")]
         cloud: String,
+        /// The environment's region (shown in its settings).
         #[arg(long)]
         region: String,
+        /// AKU to allocate to the environment from the license.
         #[arg(long)]
         aku: i64,
         /// The license's counted entitlement to allocate from.
@@ -40,17 +45,21 @@ pub enum EnvCommand {
         entitlement: String,
         #[command(flatten)]
         store: StoreArgs,
+        /// How to print: a table for people, or one JSON document for scripts.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
     /// List environments.
     List {
+        /// Only the environments this vendor account registered.
         #[arg(long)]
         account: Option<String>,
+        /// Only the environments allocated from this license.
         #[arg(long)]
         license_arn: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
+        /// How to print: a table for people, or one JSON document for scripts.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
@@ -58,6 +67,7 @@ pub enum EnvCommand {
     Get(EnvTarget),
     /// Change an environment's AKU allocation (then issue or publish a new product key).
     Allocate {
+        /// The environment's new AKU allocation.
         #[arg(long)]
         aku: i64,
         #[command(flatten)]
@@ -68,12 +78,14 @@ pub enum EnvCommand {
 /// One environment, named by its ID (and its vendor, where several have it).
 #[derive(Args)]
 pub struct EnvTarget {
+    /// The environment's ID.
     environment_id: String,
     /// The vendor account, when several have an environment with this ID.
     #[arg(long)]
     account: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
+    /// How to print: a table for people, or one JSON document for scripts.
     #[arg(short = 'o', long, value_enum, default_value_t)]
     output: Output,
 }
@@ -86,12 +98,14 @@ pub enum ProductKeyCommand {
     Publish(EnvTarget),
     /// Decode a product key, verify it against the issuer's public key, print its fields.
     Inspect {
+        /// The product key (base64).
         key: String,
         /// A JWKS file or URL (the server's /.well-known/jwks.json); default: the keys in the data directory.
         #[arg(long)]
         jwks: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
+        /// How to print: a table for people, or one JSON document for scripts.
         #[arg(short = 'o', long, value_enum, default_value_t)]
         output: Output,
     },
