@@ -62,6 +62,8 @@ pub async fn handle(
     // At debug level: a span costs a formatted copy of its fields on every
     // request even when nothing is logged in it. Failures name the request themselves.
     let span = tracing::debug_span!("request", id = %request_id, target = %target, account = tracing::field::Empty);
+    // Parsed once: the request runs it, the access line and metrics name it.
+    let parsed = target.strip_prefix(TARGET_PREFIX).and_then(Operation::parse);
     // Who called, once authenticated: for the access line.
     let caller_account = std::sync::OnceLock::<String>::new();
     let result = async {
@@ -75,7 +77,7 @@ pub async fn handle(
                 .map_err(|e| e.fit(Operation::GetAccessToken));
         }
         let op = target.strip_prefix(TARGET_PREFIX).map(|name| {
-            Operation::parse(name).ok_or_else(|| {
+            parsed.ok_or_else(|| {
                 ApiError::UnknownOperation(if operation::NOT_OFFERED.contains(&name) {
                     format!("operation {name} is not offered by this Tessera server (it has no organizations)")
                 } else {
@@ -126,7 +128,10 @@ pub async fn handle(
     }
     .instrument(span.clone())
     .await;
-    let operation = operation_label(&target);
+    let operation = match parsed {
+        Some(op) => op.name(),
+        None => native_label(&target),
+    };
     let mut outcome = Outcome {
         operation,
         error: None,
@@ -135,7 +140,7 @@ pub async fn handle(
         quiet: false,
     };
     outcome.account_id = caller_account.into_inner();
-    if matches!(operation, "CheckoutLicense" | "CheckoutBorrowLicense") {
+    if matches!(parsed, Some(Operation::CheckoutLicense | Operation::CheckoutBorrowLicense)) {
         let (result, reason) = match &result {
             Ok(_) => ("granted", "none"),
             Err(e) => ("refused", e.name()),
@@ -159,11 +164,8 @@ pub async fn handle(
     response
 }
 
-/// The operation `target` names, from the fixed list (a label and a log field), or `unknown`.
-fn operation_label(target: &str) -> &'static str {
-    if let Some(op) = target.strip_prefix(TARGET_PREFIX).and_then(Operation::parse) {
-        return op.name();
-    }
+/// The native operation `target` names, from the fixed list (a label and a log field), or `unknown`.
+fn native_label(target: &str) -> &'static str {
     target
         .strip_prefix(crate::native::TARGET_PREFIX)
         .and_then(|name| crate::native::OPERATIONS.iter().find(|o| **o == name))
