@@ -21,6 +21,7 @@ use crate::timefmt;
 use crate::MAX_INSTANCE_AKU;
 use tessera_core::clock::MAX_OFFSET_SECS;
 use tessera_core::validate::Long;
+use tessera_observe::access::Answered;
 
 /// Requests are small JSON documents; a product key is a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -48,10 +49,6 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .layer(middleware::from_fn(access))
         .with_state(agent)
 }
-
-/// The error code an answer carries, for its access line.
-#[derive(Clone, Copy)]
-struct Answered(&'static str);
 
 /// Probes and scrapes: their access lines are at debug.
 const QUIET: &[&str] = &["/healthz", "/readyz", "/metrics"];

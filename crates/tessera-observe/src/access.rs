@@ -19,6 +19,12 @@ pub struct Outcome {
     pub quiet: bool,
 }
 
+/// The error code or exception name an answer carries, put into the
+/// response's extensions where the error is rendered, so that the access line
+/// of a request that never reached an operation still names its outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered(pub &'static str);
+
 /// Logs the request's access line and counts it.
 pub fn record(request_id: &str, outcome: &Outcome, status: u16, elapsed: Duration) {
     let result = outcome.error.unwrap_or("ok");

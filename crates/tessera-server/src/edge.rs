@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::error::{Answered, ApiError};
+use crate::error::ApiError;
+use tessera_observe::access::Answered;
 use tessera_observe::Outcome;
 
 /// Requests larger than this are refused before they are read.

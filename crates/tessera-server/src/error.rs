@@ -3,6 +3,7 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tessera_core::ValidationError;
+use tessera_observe::access::Answered;
 use tessera_store::StoreError;
 
 /// Every error the AWS-compatible API can answer, named as AWS names it.
@@ -123,9 +124,5 @@ impl IntoResponse for ApiError {
         resp
     }
 }
-
-/// The exception an answer carries, for its access line.
-#[derive(Debug, Clone, Copy)]
-pub struct Answered(pub &'static str);
 
 pub type ApiResult<T> = Result<T, ApiError>;
