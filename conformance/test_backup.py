@@ -107,6 +107,42 @@ def test_restore_refuses_what_is_not_a_tessera_backup(tmp_path):
     assert text.read_text() == "not a database\n"
 
 
+@pytest.mark.skipif(on_postgres(), reason="about the embedded database's files")
+def test_restore_replace_keeps_the_database_it_replaces_and_a_newer_schema_is_refused(tmp_path):
+    import sqlite3
+    server = TesseraServer(tmp_path / "data", tmp_path / "server.log").start()
+    try:
+        w = World(server, tag="replace")
+        arn, _ = w.create_license(sku=new_sku("replace"), entitlements=[counted()])
+        copy = tmp_path / "copy.db"
+        server.cli("backup", "--to", str(copy), "--data-dir", str(server.data_dir))
+        w.create_license(sku=new_sku("replace-later"), entitlements=[counted()])
+    finally:
+        server.stop()
+    data = server.data_dir
+    cp = server.cli("restore", "--from", str(copy), "--data-dir", str(data), check=False)
+    assert cp.returncode != 0 and "--replace" in cp.stderr
+    server.cli("restore", "--from", str(copy), "--data-dir", str(data), "--replace")
+    kept = [p for p in data.iterdir() if p.name.startswith("tessera.db.before-restore-") and "-" not in p.name[-4:]]
+    assert len(kept) == 1, list(data.iterdir())
+    with sqlite3.connect(kept[0]) as c:
+        assert c.execute("SELECT count(*) FROM licenses").fetchone()[0] == 2
+    again = TesseraServer(data, tmp_path / "again.log").start()
+    try:
+        arns = [l["LicenseArn"] for l in again.client(w.vendor).list_licenses()["Licenses"]]
+        assert arns == [arn], "the restored database is the backup's, not the one it replaced"
+    finally:
+        again.stop()
+    # A backup written by a newer Tessera (a migration this build does not know) is refused.
+    newer = tmp_path / "newer.db"
+    shutil.copy(copy, newer)
+    with sqlite3.connect(newer) as c:
+        c.execute("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) "
+                  "VALUES (9999, 'from the future', 1, x'00', 0)")
+    cp = server.cli("restore", "--from", str(newer), "--data-dir", str(tmp_path / "fresh"), check=False)
+    assert cp.returncode != 0 and "newer Tessera" in cp.stderr, cp.stderr
+
+
 @pytest.mark.skipif(not on_postgres(), reason="PostgreSQL's own tools; runs in the PostgreSQL pass")
 def test_postgres_backup_with_pg_dump_and_pg_restore(tmp_path):
     if not shutil.which("pg_dump") or not shutil.which("pg_restore"):

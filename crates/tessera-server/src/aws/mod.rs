@@ -140,7 +140,10 @@ pub async fn handle(
         quiet: false,
     };
     outcome.account_id = caller_account.into_inner();
-    if matches!(parsed, Some(Operation::CheckoutLicense | Operation::CheckoutBorrowLicense)) {
+    if matches!(
+        parsed,
+        Some(Operation::CheckoutLicense | Operation::CheckoutBorrowLicense)
+    ) {
         let (result, reason) = match &result {
             Ok(_) => ("granted", "none"),
             Err(e) => ("refused", e.name()),

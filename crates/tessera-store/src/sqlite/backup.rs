@@ -63,9 +63,14 @@ pub fn backup(db: &Path, to: &Path) -> Result<Summary> {
             return Err(e);
         }
     };
-    if !put_in_place(&partial, to)? {
+    place(&partial, to, summary, "made")
+}
+
+/// Links the checked file `from` in as `to` (never over a file) and says what it holds.
+fn place(from: &Path, to: &Path, summary: Summary, doing: &str) -> Result<Summary> {
+    if !put_in_place(from, to)? {
         return Err(err(format!(
-            "{} appeared while the backup was made; it was left as it is",
+            "{} appeared while the backup was {doing}; it was left as it is",
             to.display()
         )));
     }
@@ -156,17 +161,11 @@ pub fn restore(from: &Path, db: &Path, replace: bool) -> Result<Summary> {
         std::fs::create_dir_all(dir).map_err(|e| io(&format!("create {}", dir.display()), e))?;
     }
     let staging = sibling(db, &format!(".restore.{}", std::process::id()));
-    std::fs::copy(from, &staging).map_err(|e| io(&format!("copy {} into place", from.display()), e))?;
-    if !put_in_place(&staging, db)? {
-        return Err(err(format!(
-            "{} appeared while the backup was restored; it was left as it is",
-            db.display()
-        )));
+    if let Err(e) = std::fs::copy(from, &staging) {
+        let _ = std::fs::remove_file(&staging);
+        return Err(io(&format!("copy {} into place", from.display()), e));
     }
-    Ok(Summary {
-        path: db.to_owned(),
-        ..summary
-    })
+    place(&staging, db, summary, "restored")
 }
 
 fn open(path: &Path, flags: OpenFlags) -> Result<Connection> {
