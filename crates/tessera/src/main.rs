@@ -35,8 +35,8 @@ struct Cli {
     command: Command,
     /// Log lines as text (colour only on a terminal) or as JSON objects, one per line.
     #[arg(long, global = true, env = "TESSERA_LOG_FORMAT", default_value = "text",
-          value_parser = clap::builder::PossibleValuesParser::new(["text", "json"]))]
-    log_format: String,
+          value_parser = |s: &str| s.parse::<tessera_observe::LogFormat>())]
+    log_format: tessera_observe::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -372,7 +372,7 @@ async fn main() -> std::process::ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    tessera_observe::logging::init(cli.log_format.parse().unwrap_or_default());
+    tessera_observe::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Account(c) => admin::account(c).await,
